@@ -1,0 +1,287 @@
+//! The llama.cpp engine: loads a GGUF once, renders and tokenizes prompts, and runs every
+//! generation on one dedicated OS thread that batches all active requests into each decode step.
+//! Requests arrive through a channel; tokens leave through one channel per request.
+
+mod backend;
+mod chat;
+mod error;
+mod params;
+mod sampler;
+mod text;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+pub use chat::{ChatMessage, ChatRole, Prompt};
+pub use error::EngineError;
+pub use params::{Event, FinishReason, GenerationParams, Timings, Usage};
+pub use text::{StopMatcher, StopOutcome, Utf8Stream};
+
+use chat::ChatFormat;
+use worker::{Job, Worker};
+
+/// How to load and run a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// GGUF file to load.
+    pub model_path: PathBuf,
+    /// Layers offloaded to the GPU (needs the `cuda` feature); 0 keeps everything on the CPU.
+    pub n_gpu_layers: u32,
+    /// Threads llama.cpp uses for decoding and prompt processing; `None` uses every core.
+    pub n_threads: Option<u32>,
+    /// Sequences decoded together (continuous-batching slots).
+    pub n_slots: usize,
+    /// Context tokens each slot may use (prompt + completion).
+    pub ctx_per_slot: u32,
+    /// Most tokens submitted to llama.cpp in one decode step (prompt chunks + one per decoding slot).
+    pub n_batch: u32,
+    /// Requests allowed to wait for a free slot; beyond it `generate` fails fast with `Overloaded`.
+    pub max_queue: usize,
+}
+
+impl EngineConfig {
+    pub fn new(model_path: impl Into<PathBuf>) -> Self {
+        Self {
+            model_path: model_path.into(),
+            n_gpu_layers: 0,
+            n_threads: None,
+            n_slots: 4,
+            ctx_per_slot: 2048,
+            n_batch: 512,
+            max_queue: 64,
+        }
+    }
+}
+
+/// Facts about the loaded model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// `general.name` from the GGUF, if present.
+    pub name: Option<String>,
+    /// `general.architecture` from the GGUF (e.g. `llama`).
+    pub architecture: Option<String>,
+    /// Context length the model was trained with.
+    pub n_ctx_train: u32,
+    /// Context tokens available to one request here.
+    pub ctx_per_slot: u32,
+    pub n_params: u64,
+    pub n_vocab: i32,
+    /// Size of the weights in bytes.
+    pub size_bytes: u64,
+    /// Chat template in use (GGUF template text, or the built-in name of the fallback).
+    pub chat_template: String,
+}
+
+/// Live counters of the engine, for metrics and admission control.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Requests accepted but not yet in a slot.
+    pub queued: AtomicUsize,
+    /// Slots currently generating.
+    pub active: AtomicUsize,
+    /// Tokens generated since start.
+    pub generated_tokens: AtomicUsize,
+    /// Decode steps run since start.
+    pub steps: AtomicUsize,
+    /// Most sequences that ever shared one decode step (shows batching happened).
+    pub peak_batch_sequences: AtomicUsize,
+}
+
+/// A handle to the running engine. Cheap to clone; the thread stops when the last handle drops.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    model: Arc<LlamaModel>,
+    format: ChatFormat,
+    info: ModelInfo,
+    config: EngineConfig,
+    stats: Arc<EngineStats>,
+}
+
+impl Engine {
+    /// Loads the model and starts the engine thread. Blocking: call it off the async runtime.
+    pub fn load(config: EngineConfig) -> Result<Self, EngineError> {
+        let backend = backend::get()?;
+        if config.n_slots == 0 || config.ctx_per_slot < 16 || config.n_batch == 0 {
+            return Err(EngineError::Context(
+                "n_slots and n_batch must be positive and ctx_per_slot at least 16".into(),
+            ));
+        }
+        let params = LlamaModelParams::default().with_n_gpu_layers(config.n_gpu_layers);
+        let path = config.model_path.display().to_string();
+        if !config.model_path.is_file() {
+            return Err(EngineError::ModelLoad {
+                path,
+                message: "no such file".into(),
+            });
+        }
+        let model = LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| {
+            EngineError::ModelLoad {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        let model = Arc::new(model);
+        let format = ChatFormat::for_model(&model)?;
+        let info = ModelInfo {
+            name: model.meta_val_str("general.name").ok(),
+            architecture: model.meta_val_str("general.architecture").ok(),
+            n_ctx_train: model.n_ctx_train(),
+            ctx_per_slot: config.ctx_per_slot,
+            n_params: model.n_params(),
+            n_vocab: model.n_vocab(),
+            size_bytes: model.size(),
+            chat_template: format.source(),
+        };
+        let stats = Arc::new(EngineStats::default());
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let worker_model = Arc::clone(&model);
+        let worker_stats = Arc::clone(&stats);
+        let worker_config = config.clone();
+        let thread = std::thread::Builder::new()
+            .name("cada-engine".into())
+            .spawn(move || {
+                match Worker::new(backend, &worker_model, &worker_config, worker_stats) {
+                    Ok(mut worker) => {
+                        let _ = ready_tx.send(Ok(()));
+                        worker.run(&rx);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| EngineError::Backend(format!("cannot spawn the engine thread: {e}")))?;
+        ready_rx
+            .recv()
+            .map_err(|_| EngineError::Context("engine thread exited during start-up".into()))??;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                jobs: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                model,
+                format,
+                info,
+                config,
+                stats,
+            }),
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.inner.info
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.inner.stats
+    }
+
+    /// Renders a conversation with the model's chat template; message text can never become control tokens.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
+        self.inner.format.tokenize(&self.inner.model, messages)
+    }
+
+    /// Tokenizes raw text for `/v1/completions`: BOS if the model wants one, control tokens parsed as text.
+    pub fn text_prompt(&self, text: &str) -> Prompt {
+        Prompt {
+            tokens: self.inner.model.vocab().tokenize(text.as_bytes(), true, false),
+        }
+    }
+
+    /// Detokenizes a prompt (control tokens shown), for inspection and tests.
+    pub fn render_tokens(&self, prompt: &Prompt) -> String {
+        let vocab = self.inner.model.vocab();
+        let mut bytes = Vec::new();
+        for t in &prompt.tokens {
+            vocab.token_to_piece_into(*t, &mut bytes, true, None);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Queues a generation. Fails fast when the prompt cannot fit or the queue is full.
+    pub fn generate(&self, prompt: Prompt, params: GenerationParams) -> Result<Generation, EngineError> {
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let limit = self.inner.config.ctx_per_slot as usize;
+        let completion = params.max_tokens.map_or(1, |m| m as usize);
+        if prompt.len() + completion > limit {
+            return Err(EngineError::ContextLengthExceeded {
+                limit,
+                requested: prompt.len() + completion,
+                prompt: prompt.len(),
+                completion,
+            });
+        }
+        let stats = &self.inner.stats;
+        let queued = stats.queued.fetch_add(1, Ordering::SeqCst);
+        if queued >= self.inner.config.max_queue {
+            stats.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(EngineError::Overloaded { queued });
+        }
+        let (tx, rx) = unbounded_channel();
+        let prompt_tokens = prompt.len();
+        let job = Job::new(prompt, params, tx);
+        let sent = self
+            .inner
+            .jobs
+            .lock()
+            .ok()
+            .and_then(|jobs| jobs.as_ref().map(|j| j.send(job).is_ok()));
+        if sent != Some(true) {
+            stats.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(EngineError::ShutDown);
+        }
+        Ok(Generation { prompt_tokens, rx })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the job channel lets the worker finish what it has and exit.
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        if let Some(handle) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The stream of events of one generation. Dropping it cancels the generation within one decode step.
+#[derive(Debug)]
+pub struct Generation {
+    /// Tokens in the prompt (usage accounting).
+    pub prompt_tokens: usize,
+    rx: UnboundedReceiver<Event>,
+}
+
+impl Generation {
+    /// Next event; `None` after `Done`/`Error`.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// Blocking variant for callers outside an async runtime.
+    pub fn next_blocking(&mut self) -> Option<Event> {
+        self.rx.blocking_recv()
+    }
+}

@@ -1,0 +1,100 @@
+//! What a caller asks of the engine (sampling, limits) and what it gets back (events, usage).
+
+use std::time::Duration;
+
+/// Sampling and stopping controls for one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    /// 0 selects greedy decoding; otherwise logits are divided by it before sampling.
+    pub temperature: f32,
+    /// Nucleus sampling mass; 1.0 disables.
+    pub top_p: f32,
+    /// Keep the k most likely tokens; 0 disables.
+    pub top_k: u32,
+    /// Drop tokens below `min_p` times the top probability; 0 disables.
+    pub min_p: f32,
+    /// Fixed seed for reproducible sampling; `None` draws one.
+    pub seed: Option<u32>,
+    /// Multiplicative repetition penalty (llama.cpp `repeat_penalty`); 1.0 disables.
+    pub repetition_penalty: f32,
+    /// OpenAI-style additive presence penalty; 0 disables.
+    pub presence_penalty: f32,
+    /// OpenAI-style additive frequency penalty; 0 disables.
+    pub frequency_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    pub penalty_last_n: u32,
+    /// Upper bound on generated tokens; `None` means until the context is full.
+    pub max_tokens: Option<u32>,
+    /// Text sequences that end generation; they are matched across token boundaries and not returned.
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens (benchmarks want a fixed length).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            seed: None,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            penalty_last_n: 64,
+            max_tokens: None,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why a generation ended, in OpenAI's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-generation token or a stop sequence.
+    Stop,
+    /// `max_tokens` reached or the slot's context is full.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// Token counts of a finished generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Where the time of a generation went, measured on the engine thread.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Timings {
+    /// Waiting for a free slot.
+    pub queued: Duration,
+    /// From slot admission to the first sampled token (prompt processing).
+    pub prefill: Duration,
+    /// From the first sampled token to the end.
+    pub decode: Duration,
+}
+
+/// What the engine sends back for one request, in order: zero or more `Text`, then one `Done` or `Error`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Newly generated text (valid UTF-8, stop sequences already cut out).
+    Text(String),
+    Done {
+        finish_reason: FinishReason,
+        usage: Usage,
+        timings: Timings,
+    },
+    Error(super::EngineError),
+}

@@ -1,0 +1,11 @@
+//! Code both cada binaries need: the model registry and the llama.cpp engine
+//! (continuous batching on its own thread, safe chat-template rendering).
+
+pub mod engine;
+pub mod registry;
+
+pub use engine::{
+    ChatMessage, ChatRole, Engine, EngineConfig, EngineError, EngineStats, Event, FinishReason,
+    Generation, GenerationParams, ModelInfo, Prompt, Usage,
+};
+pub use registry::{ModelEntry, ModelKind, Registry, RegistryError, ResolvedModel};

@@ -1,0 +1,199 @@
+//! Every gateway error, mapped to HTTP in one place: OpenAI's error body
+//! `{"error": {"message", "type", "param", "code"}}` with a stable `code` that metrics reuse.
+
+use bytes::Bytes;
+use cada_core::EngineError;
+use hyper::StatusCode;
+use serde_json::json;
+
+/// An error answered to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// OpenAI's `type` (`invalid_request_error`, `server_error`, ...).
+    pub kind: &'static str,
+    /// Stable machine-readable code (also the metric label).
+    pub code: &'static str,
+    /// The request field at fault, when there is one.
+    pub param: Option<String>,
+    pub message: String,
+}
+
+const INVALID: &str = "invalid_request_error";
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            param: None,
+            message: message.into(),
+        }
+    }
+
+    fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID,
+            "invalid_json",
+            format!("We could not parse the JSON body of your request: {detail}"),
+        )
+    }
+
+    pub fn invalid_value(param: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, INVALID, "invalid_value", message).with_param(param)
+    }
+
+    pub fn invalid_type(param: &str, expected: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID,
+            "invalid_type",
+            format!("Invalid type for '{param}': expected {expected}."),
+        )
+        .with_param(param)
+    }
+
+    pub fn missing(param: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID,
+            "missing_required_parameter",
+            format!("Missing required parameter: '{param}'."),
+        )
+        .with_param(param)
+    }
+
+    pub fn unsupported(param: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, INVALID, "unsupported_parameter", message).with_param(param)
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID,
+            "model_not_found",
+            format!("The model '{model}' does not exist or you do not have access to it."),
+        )
+        .with_param("model")
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID,
+            "request_too_large",
+            format!("The request body exceeds the limit of {limit} bytes."),
+        )
+    }
+
+    pub fn unknown_url(method: &hyper::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID,
+            "unknown_url",
+            format!("Invalid URL ({method} {path})"),
+        )
+    }
+
+    pub fn method_not_allowed(method: &hyper::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            INVALID,
+            "method_not_allowed",
+            format!("Method {method} is not allowed on {path}"),
+        )
+    }
+
+    pub fn not_ready() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "model_not_ready",
+            "The model is still loading; retry shortly.",
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", message)
+    }
+
+    /// The JSON error body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+
+    pub fn body_bytes(&self) -> Bytes {
+        Bytes::from(self.body().to_string())
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let message = e.to_string();
+        match e {
+            EngineError::ContextLengthExceeded { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message).with_param("messages")
+            }
+            EngineError::EmptyPrompt => {
+                Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message).with_param("prompt")
+            }
+            EngineError::Template(_) => Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message),
+            EngineError::Overloaded { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", e.code(), message)
+            }
+            EngineError::ShutDown => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", e.code(), message)
+            }
+            EngineError::Backend(_)
+            | EngineError::ModelLoad { .. }
+            | EngineError::Context(_)
+            | EngineError::Decode(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.code(), message)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_openai_shape() {
+        let e = ApiError::invalid_value("temperature", "too hot");
+        let b = e.body();
+        assert_eq!(b["error"]["type"], "invalid_request_error");
+        assert_eq!(b["error"]["param"], "temperature");
+        assert_eq!(b["error"]["code"], "invalid_value");
+        assert_eq!(b["error"]["message"], "too hot");
+        let n = ApiError::not_ready().body();
+        assert!(n["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn engine_errors_map_to_statuses() {
+        let ctx = ApiError::from(EngineError::ContextLengthExceeded {
+            limit: 10,
+            requested: 20,
+            prompt: 15,
+            completion: 5,
+        });
+        assert_eq!((ctx.status, ctx.code), (StatusCode::BAD_REQUEST, "context_length_exceeded"));
+        let busy = ApiError::from(EngineError::Overloaded { queued: 3 });
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.code, "overloaded");
+    }
+}

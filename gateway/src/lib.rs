@@ -1,0 +1,29 @@
+//! cada's OpenAI-compatible gateway as a library: `run(listener, config, shutdown)` serves a
+//! GGUF model through the shared llama.cpp engine; the binary only parses flags and binds.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod openai;
+pub mod routes;
+pub mod server;
+pub mod sse;
+pub mod state;
+
+pub use config::{Cli, Config};
+pub use server::run;
+
+/// Why the gateway could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Registry(#[from] cada_core::RegistryError),
+    #[error(transparent)]
+    Engine(#[from] cada_core::EngineError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Internal(String),
+}

@@ -1,0 +1,153 @@
+//! The HTTP server: accepts connections, reads bodies within limits, dispatches to the routes,
+//! stamps every response with a request id, and drains in-flight requests on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::routes;
+use crate::state::AppState;
+use crate::GatewayError;
+
+pub type Incoming = hyper::body::Incoming;
+pub type Body = BoxBody<Bytes, Infallible>;
+pub type Response = hyper::Response<Body>;
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// An SSE response around a streaming body.
+pub fn sse_response(body: Body) -> Response {
+    let mut resp = hyper::Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let mut resp = hyper::Response::new(Full::new(e.body_bytes()).boxed());
+    *resp.status_mut() = e.status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Reads a JSON body of at most `limit` bytes.
+pub async fn read_json(req: Request<Incoming>, limit: usize) -> Result<serde_json::Value, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::body_too_large(limit));
+    }
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(ApiError::body_too_large(limit)),
+        Err(e) => return Err(ApiError::invalid_json(format!("could not read the body: {e}"))),
+    };
+    serde_json::from_slice(&bytes).map_err(ApiError::invalid_json)
+}
+
+async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response, Infallible> {
+    let started = Instant::now();
+    let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = match routes::route(state, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::info!(%request_id, %method, %path, status = e.status.as_u16(), code = e.code, "request refused");
+            error_response(&e)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    tracing::debug!(%request_id, %method, %path, status = resp.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64, "request handled");
+    Ok(resp)
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then drains in-flight requests.
+/// The model loads in the background: `/readyz` says 503 until it is ready, and a failed load
+/// ends `run` with the error.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let grace = config.shutdown_grace();
+    let header_timeout = Duration::from_secs(config.limits.header_timeout_secs.max(1));
+    let state = Arc::new(AppState::new(config));
+    let mut loader = {
+        let state = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || state.load())
+    };
+    let mut loading = true;
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Usually fd exhaustion: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                let service = service_fn(move |req| handle(Arc::clone(&state), req));
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            loaded = &mut loader, if loading => {
+                loading = false;
+                match loaded {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => return Err(GatewayError::Internal(format!("model loader panicked: {e}"))),
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+    Ok(())
+}

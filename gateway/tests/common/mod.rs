@@ -1,0 +1,139 @@
+//! Starts a real gateway (real model) on 127.0.0.1:0 in its own thread and runtime, so it
+//! outlives each test's runtime; one shared default server, or a dedicated one per config.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use cada_gateway::Config;
+use serde_json::Value;
+
+pub const MODEL: &str = "smollm2-135m-instruct";
+
+#[derive(Debug)]
+pub struct TestServer {
+    pub url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn base_config() -> Config {
+    let mut c = Config::default();
+    c.registry = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/registry.toml");
+    c.verify_sha256 = false;
+    c.engine.parallel = 4;
+    c.engine.ctx_per_slot = 1024;
+    c.limits.max_body_bytes = 64 * 1024;
+    c.limits.shutdown_grace_secs = 5;
+    c
+}
+
+/// A dedicated server with a modified configuration, ready to serve.
+pub fn start(configure: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = base_config();
+    configure(&mut config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            cada_gateway::run(listener, config, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("gateway runs");
+        });
+    });
+    wait_ready(&url);
+    TestServer {
+        url,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    }
+}
+
+/// The shared server most tests use.
+pub fn shared() -> &'static str {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    &SERVER.get_or_init(|| start(|_| {})).url
+}
+
+fn wait_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(body) = http_get_blocking(&format!("{url}/readyz")) {
+            if body.contains("\"ready\"") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "gateway at {url} did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Minimal blocking GET over std (the test runtime may not exist yet).
+fn http_get_blocking(url: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+pub async fn post(url: &str, path: &str, body: &Value) -> (u16, Value) {
+    let resp = client().post(format!("{url}{path}")).json(body).send().await.expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON body"))
+}
+
+/// Asserts OpenAI's error shape and returns (type, code, param).
+pub fn error_fields(body: &Value) -> (String, String, Option<String>) {
+    let e = &body["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(e.get("param").is_some() && e.get("code").is_some(), "{body}");
+    (
+        e["type"].as_str().expect("type").to_string(),
+        e["code"].as_str().expect("code").to_string(),
+        e["param"].as_str().map(str::to_string),
+    )
+}
+
+/// Splits an SSE body into its `data:` payloads.
+pub fn sse_payloads(text: &str) -> Vec<String> {
+    assert!(text.ends_with("\n\n"), "stream must end with a blank line");
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| e.strip_prefix("data: ").unwrap_or_else(|| panic!("not a data event: {e:?}")).to_string())
+        .collect()
+}

@@ -1,0 +1,106 @@
+//! Slots, queueing and shutdown through HTTP, each on a dedicated single-slot server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{error_fields, post, start, MODEL};
+use serde_json::{json, Value};
+
+async fn ready(url: &str) -> Value {
+    common::client().get(format!("{url}/readyz")).send().await.expect("send").json().await.expect("json")
+}
+
+/// Reads until `n` SSE events arrived: the second one is text, so the engine has the request.
+async fn read_events(resp: &mut reqwest::Response, n: usize) {
+    let mut seen = String::new();
+    while seen.matches("data: ").count() < n {
+        let chunk = resp.chunk().await.expect("chunk").expect("stream ended early");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+fn long_stream() -> Value {
+    json!({"model": MODEL, "messages": [{"role": "user", "content": "Tell me a long story."}],
+           "max_tokens": 900, "ignore_eos": true, "stream": true, "temperature": 0})
+}
+
+#[tokio::test]
+async fn client_disconnect_frees_the_slot() {
+    let server = start(|c| {
+        c.engine.parallel = 1;
+        c.engine.max_queue = 4;
+    });
+    let url = server.url.clone();
+    let mut resp = common::client()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&long_stream())
+        .send()
+        .await
+        .expect("send");
+    read_events(&mut resp, 2).await;
+    assert_eq!(ready(&url).await["slots_active"], 1);
+    drop(resp);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready(&url).await["slots_active"] != 0 {
+        assert!(Instant::now() < deadline, "the slot stayed busy after the client left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, b) = post(&url, "/v1/chat/completions", &json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})).await;
+    assert_eq!(s, 200, "{b}");
+}
+
+#[tokio::test]
+async fn full_queue_is_a_fast_503() {
+    let server = start(|c| {
+        c.engine.parallel = 1;
+        c.engine.max_queue = 1;
+    });
+    let url = server.url.clone();
+    let client = common::client();
+    let mut running = client.post(format!("{url}/v1/chat/completions")).json(&long_stream()).send().await.expect("send");
+    read_events(&mut running, 2).await;
+    // Streams answer their headers once the request is queued.
+    let waiting = client.post(format!("{url}/v1/chat/completions")).json(&long_stream()).send().await.expect("send");
+    assert_eq!(waiting.status(), 200);
+    let (s, b) = post(&url, "/v1/chat/completions", &long_stream()).await;
+    assert_eq!(s, 503);
+    assert_eq!(error_fields(&b).1, "overloaded");
+    drop(running);
+    drop(waiting);
+    // Both the generating and the queued request are released once their clients leave.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = ready(&url).await;
+        if r["slots_active"] == 0 && r["queued"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "abandoned requests kept their places: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let server = start(|c| c.engine.parallel = 2);
+    let url = server.url.clone();
+    let request = tokio::spawn({
+        let url = url.clone();
+        async move {
+            post(&url, "/v1/chat/completions", &json!({"model": MODEL, "messages": [{"role": "user", "content": "Count to twenty."}],
+                "max_tokens": 120, "ignore_eos": true})).await
+        }
+    });
+    // Let the request reach the engine, then shut down while it generates.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready(&url).await["slots_active"] != 1 {
+        assert!(Instant::now() < deadline, "request never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopper = std::thread::spawn(move || drop(server));
+    let (status, body) = request.await.expect("task");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 120);
+    stopper.join().expect("server stopped");
+    assert!(common::client().get(format!("{url}/healthz")).send().await.is_err(), "listener closed after shutdown");
+}

@@ -135,10 +135,16 @@ impl Registry {
             }
             for f in &m.files {
                 if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(bad(format!("model '{}': sha256 of {} is not 64 hex digits", m.id, f.path)));
+                    return Err(bad(format!(
+                        "model '{}': sha256 of {} is not 64 hex digits",
+                        m.id, f.path
+                    )));
                 }
                 if Path::new(&f.path).is_absolute() || f.path.split('/').any(|c| c == "..") {
-                    return Err(bad(format!("model '{}': path {} must stay inside the registry", m.id, f.path)));
+                    return Err(bad(format!(
+                        "model '{}': path {} must stay inside the registry",
+                        m.id, f.path
+                    )));
                 }
             }
         }
@@ -148,11 +154,17 @@ impl Registry {
             default_embedding: file.default_embedding,
             models: file.models,
         };
-        let default = registry
-            .entry(&registry.default_chat)
-            .ok_or_else(|| bad(format!("default_chat '{}' is not a model id", registry.default_chat)))?;
+        let default = registry.entry(&registry.default_chat).ok_or_else(|| {
+            bad(format!(
+                "default_chat '{}' is not a model id",
+                registry.default_chat
+            ))
+        })?;
         if default.kind != ModelKind::Chat {
-            return Err(bad(format!("default_chat '{}' is not a chat model", default.id)));
+            return Err(bad(format!(
+                "default_chat '{}' is not a chat model",
+                default.id
+            )));
         }
         Ok(registry)
     }
@@ -278,15 +290,16 @@ files = [{{ path = "m.gguf", member = "x/m.gguf", sha256 = "{SHA}" }}]
     #[test]
     fn unknown_model_is_an_error() {
         let r = reg("").expect("valid registry");
-        assert!(matches!(r.resolve_chat(Some("nope")), Err(RegistryError::UnknownModel(_))));
+        assert!(matches!(
+            r.resolve_chat(Some("nope")),
+            Err(RegistryError::UnknownModel(_))
+        ));
     }
 
     #[test]
     fn rejects_duplicates_bad_digest_and_escaping_paths() {
-        let dup = format!(
-            "[[model]]\nid = \"m\"\nkind = \"chat\"\nlicense = \"x\"\nsource = {{ pypi = \"p\", version = \"1\" }}\nfiles = []\n"
-        );
-        assert!(reg(&dup).is_err());
+        let dup = "[[model]]\nid = \"m\"\nkind = \"chat\"\nlicense = \"x\"\nsource = { pypi = \"p\", version = \"1\" }\nfiles = []\n";
+        assert!(reg(dup).is_err());
         let text = r#"default_chat = "m"
 [[model]]
 id = "m"
@@ -310,7 +323,10 @@ files = [{ path = "../m.gguf", member = "m", sha256 = "abc" }]"#;
         };
         assert!(matches!(m.verify(true), Err(RegistryError::Missing { .. })));
         std::fs::write(&path, b"abc").expect("write");
-        assert!(matches!(m.verify(true), Err(RegistryError::Checksum { .. })));
+        assert!(matches!(
+            m.verify(true),
+            Err(RegistryError::Checksum { .. })
+        ));
         m.sha256 = Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into());
         m.verify(true).expect("digest of 'abc' matches");
         std::fs::remove_dir_all(&dir).ok();

@@ -113,7 +113,10 @@ impl Default for Limits {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration: '{key}' {message}")]
@@ -135,7 +138,12 @@ impl Config {
 
     /// Checks values that would otherwise fail later, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        let bad = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
         if self.engine.parallel == 0 || self.engine.parallel > 256 {
             return bad("engine.parallel", "must be between 1 and 256");
         }
@@ -146,7 +154,10 @@ impl Config {
             return bad("engine.batch", "must be positive");
         }
         if self.engine.max_queue == 0 {
-            return bad("engine.max_queue", "must be at least 1 (every request passes through the queue)");
+            return bad(
+                "engine.max_queue",
+                "must be at least 1 (every request passes through the queue)",
+            );
         }
         if self.limits.max_body_bytes < 1024 {
             return bad("limits.max_body_bytes", "must be at least 1024");
@@ -176,7 +187,11 @@ impl Config {
 
 /// Command line of `cada-gateway`. Every flag can also come from its `CADA_` environment variable.
 #[derive(Debug, Parser)]
-#[command(name = "cada-gateway", version, about = "OpenAI-compatible gateway for GGUF models with deliberative safety")]
+#[command(
+    name = "cada-gateway",
+    version,
+    about = "OpenAI-compatible gateway for GGUF models with deliberative safety"
+)]
 pub struct Cli {
     /// TOML configuration file (see configs/gateway.toml); flags override it.
     #[arg(long, env = "CADA_CONFIG")]
@@ -277,15 +292,30 @@ mod tests {
         let err = toml::from_str::<Config>("[engine]\nparalel = 2\n").expect_err("typo");
         assert!(err.to_string().contains("paralel"), "{err}");
         let c = Config {
-            engine: EngineSection { parallel: 0, ..EngineSection::default() },
+            engine: EngineSection {
+                parallel: 0,
+                ..EngineSection::default()
+            },
             ..Config::default()
         };
-        assert!(c.validate().expect_err("zero slots").to_string().contains("engine.parallel"));
+        assert!(c
+            .validate()
+            .expect_err("zero slots")
+            .to_string()
+            .contains("engine.parallel"));
     }
 
     #[test]
     fn flags_override_file() {
-        let cli = Cli::parse_from(["cada-gateway", "--listen", "127.0.0.1:0", "--parallel", "3", "--model", "x.gguf"]);
+        let cli = Cli::parse_from([
+            "cada-gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--parallel",
+            "3",
+            "--model",
+            "x.gguf",
+        ]);
         let c = cli.into_config().expect("valid");
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.engine.parallel, 3);

@@ -23,7 +23,12 @@ pub struct ApiError {
 const INVALID: &str = "invalid_request_error";
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             kind,
@@ -72,7 +77,13 @@ impl ApiError {
     }
 
     pub fn unsupported(param: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, INVALID, "unsupported_parameter", message).with_param(param)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID,
+            "unsupported_parameter",
+            message,
+        )
+        .with_param(param)
     }
 
     pub fn model_not_found(model: &str) -> Self {
@@ -122,7 +133,12 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal_error",
+            message,
+        )
     }
 
     /// The JSON error body.
@@ -145,24 +161,36 @@ impl From<EngineError> for ApiError {
         let message = e.to_string();
         match e {
             EngineError::ContextLengthExceeded { .. } => {
-                Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message).with_param("messages")
+                Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message)
+                    .with_param("messages")
             }
             EngineError::EmptyPrompt => {
                 Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message).with_param("prompt")
             }
-            EngineError::Template(_) => Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message),
-            EngineError::Overloaded { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", e.code(), message)
+            EngineError::Template(_) => {
+                Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message)
             }
-            EngineError::ShutDown => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", e.code(), message)
-            }
+            EngineError::Overloaded { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                e.code(),
+                message,
+            ),
+            EngineError::ShutDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                e.code(),
+                message,
+            ),
             EngineError::Backend(_)
             | EngineError::ModelLoad { .. }
             | EngineError::Context(_)
-            | EngineError::Decode(_) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.code(), message)
-            }
+            | EngineError::Decode(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                e.code(),
+                message,
+            ),
         }
     }
 }
@@ -191,7 +219,10 @@ mod tests {
             prompt: 15,
             completion: 5,
         });
-        assert_eq!((ctx.status, ctx.code), (StatusCode::BAD_REQUEST, "context_length_exceeded"));
+        assert_eq!(
+            (ctx.status, ctx.code),
+            (StatusCode::BAD_REQUEST, "context_length_exceeded")
+        );
         let busy = ApiError::from(EngineError::Overloaded { queued: 3 });
         assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(busy.code, "overloaded");

@@ -19,7 +19,12 @@ use crate::server::{json_response, sse_response, Body, Response};
 use crate::sse;
 
 /// Starts the generation and answers with a stream or a complete object, as the request asked.
-pub async fn respond(engine: &Engine, prompt: Prompt, common: Common, shape: Shape) -> Result<Response, ApiError> {
+pub async fn respond(
+    engine: &Engine,
+    prompt: Prompt,
+    common: Common,
+    shape: Shape,
+) -> Result<Response, ApiError> {
     let generation = engine.generate(prompt, common.params)?;
     let envelope = Envelope::new(shape, &common.model, common.include_usage);
     if common.stream {
@@ -30,13 +35,20 @@ pub async fn respond(engine: &Engine, prompt: Prompt, common: Common, shape: Sha
 }
 
 /// Waits for the whole generation and answers one JSON object.
-pub async fn complete(mut generation: Generation, envelope: Envelope) -> Result<Response, ApiError> {
+pub async fn complete(
+    mut generation: Generation,
+    envelope: Envelope,
+) -> Result<Response, ApiError> {
     let mut text = String::new();
     let started = Instant::now();
     loop {
         match generation.next().await {
             Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Done { finish_reason, usage, timings }) => {
+            Some(Event::Done {
+                finish_reason,
+                usage,
+                timings,
+            }) => {
                 tracing::debug!(id = %envelope.id, completion_tokens = usage.completion_tokens,
                     queued_ms = timings.queued.as_millis() as u64, prefill_ms = timings.prefill.as_millis() as u64,
                     decode_ms = timings.decode.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64, "completed");
@@ -44,7 +56,11 @@ pub async fn complete(mut generation: Generation, envelope: Envelope) -> Result<
                 return Ok(json_response(hyper::StatusCode::OK, &body));
             }
             Some(Event::Error(e)) => return Err(e.into()),
-            None => return Err(ApiError::internal("the engine stopped before finishing the request")),
+            None => {
+                return Err(ApiError::internal(
+                    "the engine stopped before finishing the request",
+                ))
+            }
         }
     }
 }
@@ -91,8 +107,16 @@ async fn next_frame(st: &mut StreamState) -> Option<Bytes> {
                     st.phase = Phase::Body;
                     return Some(sse::event(&st.envelope.text_chunk(&t)));
                 }
-                Some(Event::Done { finish_reason, usage, .. }) => {
-                    st.phase = if st.envelope.include_usage { Phase::Usage(usage) } else { Phase::Done };
+                Some(Event::Done {
+                    finish_reason,
+                    usage,
+                    ..
+                }) => {
+                    st.phase = if st.envelope.include_usage {
+                        Phase::Usage(usage)
+                    } else {
+                        Phase::Done
+                    };
                     return Some(sse::event(&st.envelope.finish_chunk(finish_reason)));
                 }
                 Some(Event::Error(e)) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
@@ -52,22 +52,54 @@ fn error_response(e: &ApiError) -> Response {
     resp
 }
 
+/// Bytes of an oversized body read and thrown away before answering 413, so that a client
+/// still sending gets the error instead of a broken pipe. Beyond it the connection is closed.
+const DISCARD_CAP: usize = 16 << 20;
+const DISCARD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Reads a JSON body of at most `limit` bytes.
-pub async fn read_json(req: Request<Incoming>, limit: usize) -> Result<serde_json::Value, ApiError> {
+pub async fn read_json(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
     if declared.is_some_and(|n| n > limit as u64) {
+        if declared.is_some_and(|n| n <= DISCARD_CAP as u64) {
+            discard(body).await;
+        }
         return Err(ApiError::body_too_large(limit));
     }
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(ApiError::body_too_large(limit)),
-        Err(e) => return Err(ApiError::invalid_json(format!("could not read the body: {e}"))),
-    };
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::invalid_json(format!("could not read the body: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > limit {
+                discard(body).await;
+                return Err(ApiError::body_too_large(limit));
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
     serde_json::from_slice(&bytes).map_err(ApiError::invalid_json)
+}
+
+async fn discard(mut body: Incoming) {
+    let drain = async {
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > DISCARD_CAP {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIMEOUT, drain).await;
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response, Infallible> {
@@ -108,7 +140,8 @@ pub async fn run(
     let mut loading = true;
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -144,7 +177,10 @@ pub async fn run(
         }
     }
     drop(listener);
-    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining in-flight requests"
+    );
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),

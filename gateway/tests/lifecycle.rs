@@ -8,14 +8,25 @@ use common::{error_fields, post, start, MODEL};
 use serde_json::{json, Value};
 
 async fn ready(url: &str) -> Value {
-    common::client().get(format!("{url}/readyz")).send().await.expect("send").json().await.expect("json")
+    common::client()
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json")
 }
 
 /// Reads until `n` SSE events arrived: the second one is text, so the engine has the request.
 async fn read_events(resp: &mut reqwest::Response, n: usize) {
     let mut seen = String::new();
     while seen.matches("data: ").count() < n {
-        let chunk = resp.chunk().await.expect("chunk").expect("stream ended early");
+        let chunk = resp
+            .chunk()
+            .await
+            .expect("chunk")
+            .expect("stream ended early");
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
@@ -43,10 +54,18 @@ async fn client_disconnect_frees_the_slot() {
     drop(resp);
     let deadline = Instant::now() + Duration::from_secs(20);
     while ready(&url).await["slots_active"] != 0 {
-        assert!(Instant::now() < deadline, "the slot stayed busy after the client left");
+        assert!(
+            Instant::now() < deadline,
+            "the slot stayed busy after the client left"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (s, b) = post(&url, "/v1/chat/completions", &json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})).await;
+    let (s, b) = post(
+        &url,
+        "/v1/chat/completions",
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
 }
 
@@ -58,10 +77,20 @@ async fn full_queue_is_a_fast_503() {
     });
     let url = server.url.clone();
     let client = common::client();
-    let mut running = client.post(format!("{url}/v1/chat/completions")).json(&long_stream()).send().await.expect("send");
+    let mut running = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&long_stream())
+        .send()
+        .await
+        .expect("send");
     read_events(&mut running, 2).await;
     // Streams answer their headers once the request is queued.
-    let waiting = client.post(format!("{url}/v1/chat/completions")).json(&long_stream()).send().await.expect("send");
+    let waiting = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&long_stream())
+        .send()
+        .await
+        .expect("send");
     assert_eq!(waiting.status(), 200);
     let (s, b) = post(&url, "/v1/chat/completions", &long_stream()).await;
     assert_eq!(s, 503);
@@ -75,7 +104,10 @@ async fn full_queue_is_a_fast_503() {
         if r["slots_active"] == 0 && r["queued"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "abandoned requests kept their places: {r}");
+        assert!(
+            Instant::now() < deadline,
+            "abandoned requests kept their places: {r}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -102,5 +134,12 @@ async fn shutdown_drains_in_flight_requests() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["usage"]["completion_tokens"], 120);
     stopper.join().expect("server stopped");
-    assert!(common::client().get(format!("{url}/healthz")).send().await.is_err(), "listener closed after shutdown");
+    assert!(
+        common::client()
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "listener closed after shutdown"
+    );
 }

@@ -9,10 +9,19 @@ use cada_core::Registry;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cada-trainer", version, about = "Case-augmented RL trainer for cada")]
+#[command(
+    name = "cada-trainer",
+    version,
+    about = "Case-augmented RL trainer for cada"
+)]
 struct Cli {
     /// Model registry file.
-    #[arg(long, env = "CADA_REGISTRY", default_value = "models/registry.toml", global = true)]
+    #[arg(
+        long,
+        env = "CADA_REGISTRY",
+        default_value = "models/registry.toml",
+        global = true
+    )]
     registry: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -63,10 +72,20 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                         },
                     };
                     healthy &= matches!(state, "present" | "verified");
-                    println!("{:<28} {:<10} {:<18} {}", m.id, m.kind.to_string(), state, f.path);
+                    println!(
+                        "{:<28} {:<10} {:<18} {}",
+                        m.id,
+                        m.kind.to_string(),
+                        state,
+                        f.path
+                    );
                 }
             }
-            Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Train | Command::Evaluate | Command::Export => {
             eprintln!("this command is not available yet: the trainer ships the CLI and registry access only");

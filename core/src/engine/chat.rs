@@ -89,15 +89,19 @@ fn split_rendered(rendered: &str, n_messages: usize) -> Result<Vec<Piece<'_>>, E
             pieces.push(Piece::Markup(&rest[..start]));
         }
         let after = &rest[start + OPEN.len_utf8()..];
-        let end = after
-            .find(CLOSE)
-            .ok_or_else(|| EngineError::Template("template mangled a message placeholder".into()))?;
+        let end = after.find(CLOSE).ok_or_else(|| {
+            EngineError::Template("template mangled a message placeholder".into())
+        })?;
         let index: usize = after[..end]
             .parse()
             .map_err(|_| EngineError::Template("template mangled a message placeholder".into()))?;
         match seen.get_mut(index) {
             Some(s) if !*s => *s = true,
-            _ => return Err(EngineError::Template("template repeated or invented a message".into())),
+            _ => {
+                return Err(EngineError::Template(
+                    "template repeated or invented a message".into(),
+                ))
+            }
         }
         pieces.push(Piece::Content(index));
         rest = &after[end + CLOSE.len_utf8()..];
@@ -130,7 +134,9 @@ impl ChatFormat {
         };
         match model.chat_template(None) {
             Ok(t) if applies(&t) => return Ok(Self { template: t }),
-            Ok(_) => tracing::warn!("llama.cpp cannot apply the model's chat template; using ChatML"),
+            Ok(_) => {
+                tracing::warn!("llama.cpp cannot apply the model's chat template; using ChatML")
+            }
             Err(_) => tracing::warn!("model has no chat template; using ChatML"),
         }
         let template =
@@ -160,7 +166,10 @@ impl ChatFormat {
             .map_err(|e| EngineError::Template(e.to_string()))?;
         let vocab = model.vocab();
         let mut tokens = Vec::new();
-        for (n, piece) in split_rendered(&rendered, messages.len())?.into_iter().enumerate() {
+        for (n, piece) in split_rendered(&rendered, messages.len())?
+            .into_iter()
+            .enumerate()
+        {
             match piece {
                 // BOS (if the model wants one) only at the very start.
                 Piece::Markup(text) => tokens.extend(vocab.tokenize(text.as_bytes(), n == 0, true)),

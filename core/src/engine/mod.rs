@@ -128,12 +128,13 @@ impl Engine {
                 message: "no such file".into(),
             });
         }
-        let model = LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| {
-            EngineError::ModelLoad {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let model =
+            LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| {
+                EngineError::ModelLoad {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         let model = Arc::new(model);
         let format = ChatFormat::for_model(&model)?;
         let info = ModelInfo {
@@ -202,7 +203,11 @@ impl Engine {
     /// Tokenizes raw text for `/v1/completions`: BOS if the model wants one, control tokens parsed as text.
     pub fn text_prompt(&self, text: &str) -> Prompt {
         Prompt {
-            tokens: self.inner.model.vocab().tokenize(text.as_bytes(), true, false),
+            tokens: self
+                .inner
+                .model
+                .vocab()
+                .tokenize(text.as_bytes(), true, false),
         }
     }
 
@@ -217,7 +222,11 @@ impl Engine {
     }
 
     /// Queues a generation. Fails fast when the prompt cannot fit or the queue is full.
-    pub fn generate(&self, prompt: Prompt, params: GenerationParams) -> Result<Generation, EngineError> {
+    pub fn generate(
+        &self,
+        prompt: Prompt,
+        params: GenerationParams,
+    ) -> Result<Generation, EngineError> {
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }

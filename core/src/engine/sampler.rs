@@ -26,7 +26,9 @@ pub(crate) fn build(params: &GenerationParams, n_vocab: i32) -> LlamaSampler {
         chain.push(LlamaSampler::greedy());
     } else {
         if params.top_k > 0 {
-            chain.push(LlamaSampler::top_k(i32::try_from(params.top_k).unwrap_or(i32::MAX)));
+            chain.push(LlamaSampler::top_k(
+                i32::try_from(params.top_k).unwrap_or(i32::MAX),
+            ));
         }
         if params.top_p < 1.0 {
             chain.push(LlamaSampler::top_p(params.top_p, 1));

@@ -82,10 +82,18 @@ impl StopMatcher {
                 stopped: false,
             };
         }
-        if let Some(pos) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some(pos) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
             let text = self.held[..pos].to_string();
             self.held.clear();
-            return StopOutcome { text, stopped: true };
+            return StopOutcome {
+                text,
+                stopped: true,
+            };
         }
         // Hold back the longest suffix that is a proper prefix of some stop sequence.
         let keep = self
@@ -99,7 +107,10 @@ impl StopMatcher {
             .unwrap_or(self.held.len());
         let text = self.held[..keep].to_string();
         self.held.drain(..keep);
-        StopOutcome { text, stopped: false }
+        StopOutcome {
+            text,
+            stopped: false,
+        }
     }
 
     /// Releases held text when generation ends for another reason.
@@ -134,17 +145,53 @@ mod tests {
     #[test]
     fn stop_across_token_boundaries() {
         let mut m = StopMatcher::new(vec!["END".into()]);
-        assert_eq!(m.push("hello E"), StopOutcome { text: "hello ".into(), stopped: false });
-        assert_eq!(m.push("N"), StopOutcome { text: "".into(), stopped: false });
-        assert_eq!(m.push("D and more"), StopOutcome { text: "".into(), stopped: true });
+        assert_eq!(
+            m.push("hello E"),
+            StopOutcome {
+                text: "hello ".into(),
+                stopped: false
+            }
+        );
+        assert_eq!(
+            m.push("N"),
+            StopOutcome {
+                text: "".into(),
+                stopped: false
+            }
+        );
+        assert_eq!(
+            m.push("D and more"),
+            StopOutcome {
+                text: "".into(),
+                stopped: true
+            }
+        );
     }
 
     #[test]
     fn false_start_is_released() {
         let mut m = StopMatcher::new(vec!["END".into()]);
-        assert_eq!(m.push("EN"), StopOutcome { text: "".into(), stopped: false });
-        assert_eq!(m.push("X"), StopOutcome { text: "ENX".into(), stopped: false });
-        assert_eq!(m.push("E"), StopOutcome { text: "".into(), stopped: false });
+        assert_eq!(
+            m.push("EN"),
+            StopOutcome {
+                text: "".into(),
+                stopped: false
+            }
+        );
+        assert_eq!(
+            m.push("X"),
+            StopOutcome {
+                text: "ENX".into(),
+                stopped: false
+            }
+        );
+        assert_eq!(
+            m.push("E"),
+            StopOutcome {
+                text: "".into(),
+                stopped: false
+            }
+        );
         assert_eq!(m.finish(), "E");
     }
 
@@ -152,7 +199,13 @@ mod tests {
     fn earliest_of_several_stops_wins() {
         let mut m = StopMatcher::new(vec!["world".into(), "lo w".into(), "".into()]);
         let out = m.push("hello world");
-        assert_eq!(out, StopOutcome { text: "hel".into(), stopped: true });
+        assert_eq!(
+            out,
+            StopOutcome {
+                text: "hel".into(),
+                stopped: true
+            }
+        );
     }
 
     #[test]
@@ -161,13 +214,25 @@ mod tests {
         let mut m = StopMatcher::new(vec!["aab".into()]);
         assert_eq!(m.push("xa").text, "x");
         assert_eq!(m.push("a").text, "");
-        assert_eq!(m.push("b"), StopOutcome { text: "".into(), stopped: true });
+        assert_eq!(
+            m.push("b"),
+            StopOutcome {
+                text: "".into(),
+                stopped: true
+            }
+        );
     }
 
     #[test]
     fn multibyte_stop_and_text() {
         let mut m = StopMatcher::new(vec!["»".into()]);
-        assert_eq!(m.push("«é»z"), StopOutcome { text: "«é".into(), stopped: true });
+        assert_eq!(
+            m.push("«é»z"),
+            StopOutcome {
+                text: "«é".into(),
+                stopped: true
+            }
+        );
         let mut n = StopMatcher::new(vec![]);
         assert_eq!(n.push("abc").text, "abc");
     }

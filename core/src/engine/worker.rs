@@ -34,7 +34,11 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    pub(crate) fn new(prompt: Prompt, params: GenerationParams, tx: UnboundedSender<Event>) -> Self {
+    pub(crate) fn new(
+        prompt: Prompt,
+        params: GenerationParams,
+        tx: UnboundedSender<Event>,
+    ) -> Self {
         Self {
             prompt,
             params,
@@ -158,7 +162,9 @@ impl<'m> Worker<'m> {
             if place.is_some() {
                 continue;
             }
-            let Some(job) = self.pending.pop_front() else { break };
+            let Some(job) = self.pending.pop_front() else {
+                break;
+            };
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
             self.stats.active.fetch_add(1, Ordering::SeqCst);
             *place = Some(Slot {
@@ -216,7 +222,9 @@ impl<'m> Worker<'m> {
             return;
         }
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
-        self.stats.peak_batch_sequences.fetch_max(sequences, Ordering::Relaxed);
+        self.stats
+            .peak_batch_sequences
+            .fetch_max(sequences, Ordering::Relaxed);
         let result = match failed {
             Some(e) => Err(e),
             None => self.ctx.decode(&mut self.batch).map_err(|e| e.to_string()),
@@ -224,9 +232,15 @@ impl<'m> Worker<'m> {
         if let Err(message) = result {
             tracing::error!(%message, "decode step failed; failing the requests in it");
             for i in 0..self.slots.len() {
-                if self.slots[i].as_ref().is_some_and(|s| s.logits_at.is_some() || s.fed > 0) {
+                if self.slots[i]
+                    .as_ref()
+                    .is_some_and(|s| s.logits_at.is_some() || s.fed > 0)
+                {
                     if let Some(s) = &self.slots[i] {
-                        let _ = s.job.tx.send(Event::Error(EngineError::Decode(message.clone())));
+                        let _ = s
+                            .job
+                            .tx
+                            .send(Event::Error(EngineError::Decode(message.clone())));
                     }
                     self.free(i);
                 }
@@ -235,7 +249,9 @@ impl<'m> Worker<'m> {
         }
         let vocab = self.model.vocab();
         for i in 0..self.slots.len() {
-            let Some(slot) = self.slots[i].as_mut() else { continue };
+            let Some(slot) = self.slots[i].as_mut() else {
+                continue;
+            };
             let Some(at) = slot.logits_at else { continue };
             let token = slot.sampler.sample(&self.ctx, at);
             self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +273,12 @@ impl<'m> Worker<'m> {
 }
 
 /// Handles a sampled token: emits text, and says whether (and why) the generation ends.
-fn on_token(slot: &mut Slot, token: LlamaToken, vocab: &LlamaVocab<'_>, ctx_per_slot: i32) -> Option<FinishReason> {
+fn on_token(
+    slot: &mut Slot,
+    token: LlamaToken,
+    vocab: &LlamaVocab<'_>,
+    ctx_per_slot: i32,
+) -> Option<FinishReason> {
     slot.generated += 1;
     slot.first_token.get_or_insert_with(Instant::now);
     if vocab.is_eog(token) && !slot.job.params.ignore_eos {

@@ -18,14 +18,22 @@ impl ChatRequest {
     pub fn parse(body: &Value, max_tokens_cap: u32, max_messages: usize) -> Result<Self, ApiError> {
         let f = Fields::of(body)?;
         let common = Common::parse(f, max_tokens_cap)?;
-        if f.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
+        if f.get("tools")
+            .and_then(Value::as_array)
+            .is_some_and(|t| !t.is_empty())
             || f.get("functions").is_some()
         {
-            return Err(ApiError::unsupported("tools", "Tool and function calling are not supported."));
+            return Err(ApiError::unsupported(
+                "tools",
+                "Tool and function calling are not supported.",
+            ));
         }
         if let Some(rf) = f.object("response_format")? {
             if rf.string("type")?.is_some_and(|t| t != "text") {
-                return Err(ApiError::unsupported("response_format", "Only response_format type 'text' is supported."));
+                return Err(ApiError::unsupported(
+                    "response_format",
+                    "Only response_format type 'text' is supported.",
+                ));
             }
         }
         let items = match f.get("messages") {
@@ -34,12 +42,18 @@ impl ChatRequest {
             Some(_) => return Err(ApiError::invalid_type("messages", "an array")),
         };
         if items.is_empty() {
-            return Err(ApiError::invalid_value("messages", "'messages' must contain at least one message."));
+            return Err(ApiError::invalid_value(
+                "messages",
+                "'messages' must contain at least one message.",
+            ));
         }
         if items.len() > max_messages {
             return Err(ApiError::invalid_value(
                 "messages",
-                format!("'messages' has {} entries; at most {max_messages} are allowed.", items.len()),
+                format!(
+                    "'messages' has {} entries; at most {max_messages} are allowed.",
+                    items.len()
+                ),
             ));
         }
         let messages = items
@@ -55,7 +69,12 @@ fn parse_message(i: usize, m: &Value) -> Result<ChatMessage, ApiError> {
     let at = |field: &str| format!("messages[{i}].{field}");
     let f = match m {
         Value::Object(o) => Fields(o),
-        _ => return Err(ApiError::invalid_type(&format!("messages[{i}]"), "an object")),
+        _ => {
+            return Err(ApiError::invalid_type(
+                &format!("messages[{i}]"),
+                "an object",
+            ))
+        }
     };
     let role = match f.get("role") {
         None => return Err(ApiError::missing(&at("role"))),
@@ -67,12 +86,17 @@ fn parse_message(i: usize, m: &Value) -> Result<ChatMessage, ApiError> {
         "user" => ChatRole::User,
         "assistant" => ChatRole::Assistant,
         "tool" | "function" => {
-            return Err(ApiError::unsupported(&at("role"), "Tool messages are not supported."))
+            return Err(ApiError::unsupported(
+                &at("role"),
+                "Tool messages are not supported.",
+            ))
         }
         other => {
             return Err(ApiError::invalid_value(
                 &at("role"),
-                format!("Invalid role '{other}': expected one of system, developer, user, assistant."),
+                format!(
+                    "Invalid role '{other}': expected one of system, developer, user, assistant."
+                ),
             ))
         }
     };
@@ -80,8 +104,15 @@ fn parse_message(i: usize, m: &Value) -> Result<ChatMessage, ApiError> {
         None if role == ChatRole::Assistant => String::new(),
         None => return Err(ApiError::missing(&at("content"))),
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => text_parts(parts).map_err(|e| ApiError::invalid_value(&at("content"), e))?,
-        Some(_) => return Err(ApiError::invalid_type(&at("content"), "a string or an array of content parts")),
+        Some(Value::Array(parts)) => {
+            text_parts(parts).map_err(|e| ApiError::invalid_value(&at("content"), e))?
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_type(
+                &at("content"),
+                "a string or an array of content parts",
+            ))
+        }
     };
     Ok(ChatMessage::new(role, content))
 }
@@ -90,12 +121,21 @@ fn parse_message(i: usize, m: &Value) -> Result<ChatMessage, ApiError> {
 fn text_parts(parts: &[Value]) -> Result<String, String> {
     let mut out = String::new();
     for part in parts {
-        match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+        match (
+            part.get("type").and_then(Value::as_str),
+            part.get("text").and_then(Value::as_str),
+        ) {
             (Some("text"), Some(text)) => out.push_str(text),
             (Some(other), _) if other != "text" => {
-                return Err(format!("Content parts of type '{other}' are not supported; only 'text'."))
+                return Err(format!(
+                    "Content parts of type '{other}' are not supported; only 'text'."
+                ))
             }
-            _ => return Err("Each content part must be {\"type\": \"text\", \"text\": string}.".into()),
+            _ => {
+                return Err(
+                    "Each content part must be {\"type\": \"text\", \"text\": string}.".into(),
+                )
+            }
         }
     }
     Ok(out)
@@ -118,7 +158,10 @@ mod tests {
             {"role": "assistant", "content": null},
         ]}))
         .expect("valid");
-        assert_eq!(r.messages[0], ChatMessage::new(ChatRole::System, "be brief"));
+        assert_eq!(
+            r.messages[0],
+            ChatMessage::new(ChatRole::System, "be brief")
+        );
         assert_eq!(r.messages[1].content, "ab");
         assert_eq!(r.messages[2], ChatMessage::new(ChatRole::Assistant, ""));
     }
@@ -130,13 +173,34 @@ mod tests {
             (json!({"model": "m", "messages": []}), "messages"),
             (json!({"model": "m", "messages": "hi"}), "messages"),
             (json!({"model": "m", "messages": [1]}), "messages[0]"),
-            (json!({"model": "m", "messages": [{"content": "x"}]}), "messages[0].role"),
-            (json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}), "messages[0].role"),
-            (json!({"model": "m", "messages": [{"role": "user"}]}), "messages[0].content"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": 5}]}), "messages[0].content"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]}), "tools"),
-            (json!({"model": "m", "messages": vec![json!({"role": "user", "content": "x"}); 9]}), "messages"),
+            (
+                json!({"model": "m", "messages": [{"content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "user"}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": 5}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]}),
+                "tools",
+            ),
+            (
+                json!({"model": "m", "messages": vec![json!({"role": "user", "content": "x"}); 9]}),
+                "messages",
+            ),
         ];
         for (body, param) in cases {
             let err = parse(body.clone()).expect_err(&body.to_string());

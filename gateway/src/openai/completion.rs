@@ -31,12 +31,18 @@ impl CompletionRequest {
                 items[0].as_str().unwrap_or_default().to_string()
             }
             Some(Value::Array(_)) => {
-                return Err(ApiError::unsupported("prompt", "Only a single string prompt is supported."))
+                return Err(ApiError::unsupported(
+                    "prompt",
+                    "Only a single string prompt is supported.",
+                ))
             }
             Some(_) => return Err(ApiError::invalid_type("prompt", "a string")),
         };
         if prompt.is_empty() {
-            return Err(ApiError::invalid_value("prompt", "'prompt' must not be empty."));
+            return Err(ApiError::invalid_value(
+                "prompt",
+                "'prompt' must not be empty.",
+            ));
         }
         Ok(Self { common, prompt })
     }
@@ -49,7 +55,8 @@ mod tests {
 
     #[test]
     fn prompt_forms() {
-        let r = CompletionRequest::parse(&json!({"model": "m", "prompt": ["hi"]}), 10).expect("valid");
+        let r =
+            CompletionRequest::parse(&json!({"model": "m", "prompt": ["hi"]}), 10).expect("valid");
         assert_eq!(r.prompt, "hi");
         for (body, param) in [
             (json!({"model": "m"}), "prompt"),

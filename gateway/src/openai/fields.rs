@@ -43,8 +43,12 @@ impl<'a> Fields<'a> {
 
     /// A finite number within `[min, max]`.
     pub fn number(&self, name: &str, min: f64, max: f64) -> Result<Option<f32>, ApiError> {
-        let Some(v) = self.get(name) else { return Ok(None) };
-        let x = v.as_f64().ok_or_else(|| ApiError::invalid_type(name, "a number"))?;
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        let x = v
+            .as_f64()
+            .ok_or_else(|| ApiError::invalid_type(name, "a number"))?;
         if !(min..=max).contains(&x) {
             return Err(ApiError::invalid_value(
                 name,
@@ -56,11 +60,15 @@ impl<'a> Fields<'a> {
 
     /// An integer within `[min, max]`.
     pub fn integer(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
-        let Some(v) = self.get(name) else { return Ok(None) };
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
         let x = match v {
             Value::Number(n) => n.as_i64().or_else(|| {
                 // Accept 3.0 but not 3.5; reject values beyond i64.
-                n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
             }),
             _ => None,
         };
@@ -107,11 +115,29 @@ mod tests {
         assert_eq!(f.string("s").expect("ok"), Some("x"));
         assert_eq!(f.bool("b").expect("ok"), Some(true));
         assert_eq!(f.number("null", 0.0, 1.0).expect("null is absent"), None);
-        assert_eq!(f.number("bad", 0.0, 1.0).expect_err("type").param.as_deref(), Some("bad"));
-        assert_eq!(f.integer("big", 0, 10).expect_err("range").code, "invalid_value");
-        assert_eq!(f.integer("frac", 0, 10).expect_err("fraction").code, "invalid_value");
-        assert_eq!(f.number("t", 1.0, 2.0).expect_err("range").code, "invalid_value");
-        assert_eq!(f.required_string("missing").expect_err("missing").code, "missing_required_parameter");
+        assert_eq!(
+            f.number("bad", 0.0, 1.0)
+                .expect_err("type")
+                .param
+                .as_deref(),
+            Some("bad")
+        );
+        assert_eq!(
+            f.integer("big", 0, 10).expect_err("range").code,
+            "invalid_value"
+        );
+        assert_eq!(
+            f.integer("frac", 0, 10).expect_err("fraction").code,
+            "invalid_value"
+        );
+        assert_eq!(
+            f.number("t", 1.0, 2.0).expect_err("range").code,
+            "invalid_value"
+        );
+        assert_eq!(
+            f.required_string("missing").expect_err("missing").code,
+            "missing_required_parameter"
+        );
         assert!(Fields::of(&json!([1])).is_err());
     }
 }

@@ -74,7 +74,9 @@ impl Envelope {
                 "logprobs": null,
                 "finish_reason": finish.as_str(),
             }),
-            Shape::Text => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str()}),
+            Shape::Text => {
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str()})
+            }
         };
         let mut v = self.base(false, json!([choice]));
         v["usage"] = usage_json(usage);
@@ -111,8 +113,12 @@ impl Envelope {
     fn choice_chunk(&self, delta: Value, text: &str, finish: Option<FinishReason>) -> Value {
         let finish = finish.map(FinishReason::as_str);
         let choice = match self.shape {
-            Shape::Chat => json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}),
-            Shape::Text => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish}),
+            Shape::Chat => {
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+            }
+            Shape::Text => {
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
+            }
         };
         self.base(true, json!([choice]))
     }
@@ -141,7 +147,10 @@ mod tests {
         let fin = e.finish_chunk(FinishReason::Length);
         assert_eq!(fin["choices"][0]["finish_reason"], "length");
         assert_eq!(fin["id"], role["id"]);
-        let usage = e.usage_chunk(Usage { prompt_tokens: 3, completion_tokens: 4 });
+        let usage = e.usage_chunk(Usage {
+            prompt_tokens: 3,
+            completion_tokens: 4,
+        });
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["total_tokens"], 7);
     }
@@ -154,7 +163,14 @@ mod tests {
         assert_eq!(c["object"], "text_completion");
         assert_eq!(c["choices"][0]["text"], "hi");
         assert!(c.get("usage").is_none());
-        let full = e.complete("done", FinishReason::Stop, Usage { prompt_tokens: 1, completion_tokens: 2 });
+        let full = e.complete(
+            "done",
+            FinishReason::Stop,
+            Usage {
+                prompt_tokens: 1,
+                completion_tokens: 2,
+            },
+        );
         assert_eq!(full["choices"][0]["finish_reason"], "stop");
         assert_eq!(full["usage"]["completion_tokens"], 2);
     }

@@ -51,11 +51,19 @@ impl Common {
         if let Some(v) = f.number("frequency_penalty", -2.0, 2.0)? {
             p.frequency_penalty = v;
         }
-        let rep_name = if f.get("repetition_penalty").is_some() { "repetition_penalty" } else { "repeat_penalty" };
+        let rep_name = if f.get("repetition_penalty").is_some() {
+            "repetition_penalty"
+        } else {
+            "repeat_penalty"
+        };
         if let Some(v) = f.number(rep_name, 0.01, 10.0)? {
             p.repetition_penalty = v;
         }
-        let max_name = if f.get("max_completion_tokens").is_some() { "max_completion_tokens" } else { "max_tokens" };
+        let max_name = if f.get("max_completion_tokens").is_some() {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
         if let Some(m) = f.integer(max_name, 1, i64::from(max_tokens_cap))? {
             p.max_tokens = Some(m as u32);
         }
@@ -69,11 +77,17 @@ impl Common {
             }
         }
         if f.bool("logprobs")? == Some(true) || f.get("top_logprobs").is_some() {
-            return Err(ApiError::unsupported("logprobs", "logprobs are not supported."));
+            return Err(ApiError::unsupported(
+                "logprobs",
+                "logprobs are not supported.",
+            ));
         }
         if let Some(b) = f.integer("best_of", i64::MIN, i64::MAX)? {
             if b != 1 {
-                return Err(ApiError::unsupported("best_of", "Only best_of=1 is supported."));
+                return Err(ApiError::unsupported(
+                    "best_of",
+                    "Only best_of=1 is supported.",
+                ));
             }
         }
         let stream = f.bool("stream")?.unwrap_or(false);
@@ -105,13 +119,24 @@ fn parse_stop(f: Fields<'_>) -> Result<Vec<String>, ApiError> {
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| ApiError::invalid_type("stop", "a string or an array of strings"))?,
-        Some(_) => return Err(ApiError::invalid_type("stop", "a string or an array of strings")),
+        Some(_) => {
+            return Err(ApiError::invalid_type(
+                "stop",
+                "a string or an array of strings",
+            ))
+        }
     };
     if stops.len() > MAX_STOPS {
-        return Err(ApiError::invalid_value("stop", format!("At most {MAX_STOPS} stop sequences are allowed.")));
+        return Err(ApiError::invalid_value(
+            "stop",
+            format!("At most {MAX_STOPS} stop sequences are allowed."),
+        ));
     }
     if stops.iter().any(String::is_empty) {
-        return Err(ApiError::invalid_value("stop", "Stop sequences must not be empty."));
+        return Err(ApiError::invalid_value(
+            "stop",
+            "Stop sequences must not be empty.",
+        ));
     }
     Ok(stops)
 }
@@ -130,8 +155,10 @@ mod tests {
         let c = parse(json!({"model": "m"})).expect("valid");
         assert_eq!(c.params.max_tokens, None);
         assert!(!c.stream);
-        let c = parse(json!({"model": "m", "temperature": 0, "max_tokens": 7, "stop": "x", "seed": 42,
-            "stream": true, "stream_options": {"include_usage": true}, "top_k": 5}))
+        let c = parse(
+            json!({"model": "m", "temperature": 0, "max_tokens": 7, "stop": "x", "seed": 42,
+            "stream": true, "stream_options": {"include_usage": true}, "top_k": 5}),
+        )
         .expect("valid");
         assert_eq!(c.params.temperature, 0.0);
         assert_eq!(c.params.max_tokens, Some(7));
@@ -139,7 +166,8 @@ mod tests {
         assert_eq!(c.params.seed, Some(42));
         assert_eq!(c.params.top_k, 5);
         assert!(c.stream && c.include_usage);
-        let c = parse(json!({"model": "m", "max_completion_tokens": 3, "max_tokens": 9})).expect("valid");
+        let c = parse(json!({"model": "m", "max_completion_tokens": 3, "max_tokens": 9}))
+            .expect("valid");
         assert_eq!(c.params.max_tokens, Some(3));
     }
 
@@ -154,14 +182,23 @@ mod tests {
             (json!({"model": "m", "max_tokens": 0}), "max_tokens"),
             (json!({"model": "m", "max_tokens": 1001}), "max_tokens"),
             (json!({"model": "m", "max_tokens": 1e20}), "max_tokens"),
-            (json!({"model": "m", "stop": ["a", "b", "c", "d", "e"]}), "stop"),
+            (
+                json!({"model": "m", "stop": ["a", "b", "c", "d", "e"]}),
+                "stop",
+            ),
             (json!({"model": "m", "stop": [1]}), "stop"),
             (json!({"model": "m", "stop": ""}), "stop"),
             (json!({"model": "m", "n": 2}), "n"),
             (json!({"model": "m", "logprobs": true}), "logprobs"),
             (json!({"model": "m", "stream": "yes"}), "stream"),
-            (json!({"model": "m", "stream_options": {"include_usage": true}}), "stream_options"),
-            (json!({"model": "m", "presence_penalty": -3}), "presence_penalty"),
+            (
+                json!({"model": "m", "stream_options": {"include_usage": true}}),
+                "stream_options",
+            ),
+            (
+                json!({"model": "m", "presence_penalty": -3}),
+                "presence_penalty",
+            ),
         ];
         for (body, param) in cases {
             let err = parse(body.clone()).expect_err(&body.to_string());

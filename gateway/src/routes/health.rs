@@ -27,7 +27,10 @@ pub fn ready(state: &AppState) -> Response {
                 }),
             )
         }
-        None => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "loading"})),
+        None => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "loading"}),
+        ),
     }
 }
 
@@ -41,6 +44,9 @@ mod tests {
         let state = AppState::new(Config::default());
         assert_eq!(ready(&state).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(live().status(), StatusCode::OK);
-        assert_eq!(state.engine_for("m").expect_err("loading").code, "model_not_ready");
+        assert_eq!(
+            state.engine_for("m").expect_err("loading").code,
+            "model_not_ready"
+        );
     }
 }

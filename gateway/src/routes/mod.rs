@@ -10,7 +10,7 @@ use std::sync::Arc;
 use hyper::{Method, Request};
 
 use crate::error::ApiError;
-use crate::server::{Response, Incoming};
+use crate::server::{Incoming, Response};
 use crate::state::AppState;
 
 /// Dispatches a request to its handler.
@@ -21,7 +21,9 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respo
         (Method::GET, "/healthz") => Ok(health::live()),
         (Method::GET, "/readyz") => Ok(health::ready(&state)),
         (Method::GET, "/v1/models") => Ok(models::list(&state)),
-        (Method::GET, p) if p.starts_with("/v1/models/") => models::get(&state, &p["/v1/models/".len()..]),
+        (Method::GET, p) if p.starts_with("/v1/models/") => {
+            models::get(&state, &p["/v1/models/".len()..])
+        }
         (Method::POST, "/v1/chat/completions") => chat::handle(&state, req).await,
         (Method::POST, "/v1/completions") => completions::handle(&state, req).await,
         (_, "/healthz" | "/readyz" | "/v1/models" | "/v1/chat/completions" | "/v1/completions") => {

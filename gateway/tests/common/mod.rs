@@ -31,9 +31,11 @@ impl Drop for TestServer {
 }
 
 pub fn base_config() -> Config {
-    let mut c = Config::default();
-    c.registry = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/registry.toml");
-    c.verify_sha256 = false;
+    let mut c = Config {
+        registry: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/registry.toml"),
+        verify_sha256: false,
+        ..Config::default()
+    };
     c.engine.parallel = 4;
     c.engine.ctx_per_slot = 1024;
     c.limits.max_body_bytes = 64 * 1024;
@@ -86,7 +88,10 @@ fn wait_ready(url: &str) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "gateway at {url} did not become ready");
+        assert!(
+            Instant::now() < deadline,
+            "gateway at {url} did not become ready"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -95,10 +100,15 @@ fn wait_ready(url: &str) {
 fn http_get_blocking(url: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut s = std::net::TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
@@ -112,7 +122,12 @@ pub fn client() -> reqwest::Client {
 }
 
 pub async fn post(url: &str, path: &str, body: &Value) -> (u16, Value) {
-    let resp = client().post(format!("{url}{path}")).json(body).send().await.expect("send");
+    let resp = client()
+        .post(format!("{url}{path}"))
+        .json(body)
+        .send()
+        .await
+        .expect("send");
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("JSON body"))
 }
@@ -120,8 +135,14 @@ pub async fn post(url: &str, path: &str, body: &Value) -> (u16, Value) {
 /// Asserts OpenAI's error shape and returns (type, code, param).
 pub fn error_fields(body: &Value) -> (String, String, Option<String>) {
     let e = &body["error"];
-    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-    assert!(e.get("param").is_some() && e.get("code").is_some(), "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        e.get("param").is_some() && e.get("code").is_some(),
+        "{body}"
+    );
     (
         e["type"].as_str().expect("type").to_string(),
         e["code"].as_str().expect("code").to_string(),
@@ -134,6 +155,10 @@ pub fn sse_payloads(text: &str) -> Vec<String> {
     assert!(text.ends_with("\n\n"), "stream must end with a blank line");
     text.split("\n\n")
         .filter(|e| !e.is_empty())
-        .map(|e| e.strip_prefix("data: ").unwrap_or_else(|| panic!("not a data event: {e:?}")).to_string())
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {e:?}"))
+                .to_string()
+        })
         .collect()
 }

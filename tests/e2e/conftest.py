@@ -1,0 +1,81 @@
+"""Starts the real `cada-gateway` binary (release build) on 127.0.0.1:0 with the default model
+and hands tests its base URL. The binary path can be overridden with CADA_GATEWAY_BIN."""
+
+import os
+import pathlib
+import re
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MODEL = "smollm2-135m-instruct"
+
+
+class Gateway:
+    def __init__(self, *args: str):
+        binary = os.environ.get("CADA_GATEWAY_BIN", str(ROOT / "target" / "release" / "cada-gateway"))
+        env = dict(os.environ, CADA_LOG="info", NO_COLOR="1")
+        self.proc = subprocess.Popen(
+            [binary, "--listen", "127.0.0.1:0", "--registry", str(ROOT / "models" / "registry.toml"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.log: list[str] = []
+        self.url = self._wait_for_address()
+        threading.Thread(target=self._drain, daemon=True).start()
+        self._wait_ready()
+
+    def _wait_for_address(self) -> str:
+        deadline = time.time() + 60
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+            if m:
+                return m.group(1)
+            if time.time() > deadline:
+                break
+        raise RuntimeError("gateway did not report its address:\n" + "".join(self.log))
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+
+    def _wait_ready(self) -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("gateway exited:\n" + "".join(self.log))
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("gateway never became ready")
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    gw = Gateway("--parallel", "8", "--ctx-per-slot", "1024")
+    yield gw
+    assert gw.stop() == 0, "gateway did not exit cleanly on SIGTERM:\n" + "".join(gw.log[-20:])
+
+
+@pytest.fixture(scope="session")
+def client(gateway):
+    from openai import OpenAI
+
+    return OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=120)

@@ -5,7 +5,8 @@ pub mod engine;
 pub mod registry;
 
 pub use engine::{
-    ChatMessage, ChatRole, Engine, EngineConfig, EngineError, EngineStats, Event, FinishReason,
-    Generation, GenerationParams, ModelInfo, Prompt, Usage,
+    llama_backend, ChatMessage, ChatRole, Engine, EngineConfig, EngineError, EngineStats, Event,
+    FinishReason, Generation, GenerationParams, ModelInfo, Prompt, Usage,
 };
+pub use llama_cpp_2;
 pub use registry::{ModelEntry, ModelKind, Registry, RegistryError, ResolvedModel};

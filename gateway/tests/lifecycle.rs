@@ -143,3 +143,43 @@ async fn shutdown_drains_in_flight_requests() {
         "listener closed after shutdown"
     );
 }
+
+#[tokio::test]
+async fn serves_a_model_given_by_path_under_its_file_name() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/smollm2-135m-instruct-q4_1.gguf");
+    let server = start(|c| {
+        c.model = path.display().to_string();
+        c.engine.parallel = 1;
+    });
+    let url = server.url.clone();
+    assert_eq!(ready(&url).await["model"], "smollm2-135m-instruct-q4_1");
+    let body = json!({"model": "smollm2-135m-instruct-q4_1", "prompt": "Hello", "max_tokens": 2});
+    let (s, b) = post(&url, "/v1/completions", &body).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = post(
+        &url,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "Hello"}),
+    )
+    .await;
+    assert_eq!(
+        s, 404,
+        "the registry id is not served when a path was given"
+    );
+}
+
+#[test]
+fn a_missing_model_stops_the_gateway_with_the_fetch_hint() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let err = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut config = common::base_config();
+        config.registry = std::env::temp_dir().join("cada-no-registry.toml");
+        cada_gateway::run(listener, config, std::future::pending()).await
+    });
+    let message = err.expect_err("no registry").to_string();
+    assert!(message.contains("cada-no-registry.toml"), "{message}");
+}

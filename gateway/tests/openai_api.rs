@@ -231,6 +231,23 @@ async fn errors_have_openai_shape_and_status() {
     let (s, b) = post(url, "/v1/chat/completions", &chat(&huge)).await;
     assert_eq!((s, error_fields(&b).1.as_str()), (413, "request_too_large"));
 
+    // Without Content-Length the limit is enforced while reading.
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..100).map(|_| Ok(vec![b' '; 1024])).collect();
+    let resp = client
+        .post(format!("{url}/v1/chat/completions"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            pieces,
+        )))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 413);
+    assert_eq!(
+        error_fields(&resp.json().await.expect("json")).1,
+        "request_too_large"
+    );
+
     let (s, b) = post(url, "/v1/completions", &json!({"model": MODEL})).await;
     assert_eq!((s, error_fields(&b).2), (400, Some("prompt".into())));
 

@@ -16,9 +16,9 @@ MODEL = "smollm2-135m-instruct"
 
 
 class Gateway:
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
         binary = os.environ.get("CADA_GATEWAY_BIN", str(ROOT / "target" / "release" / "cada-gateway"))
-        env = dict(os.environ, CADA_LOG="info", NO_COLOR="1")
+        env = dict(os.environ, CADA_LOG="info", NO_COLOR="1", **(env or {}))
         self.proc = subprocess.Popen(
             [binary, "--listen", "127.0.0.1:0", "--registry", str(ROOT / "models" / "registry.toml"), *args],
             stdout=subprocess.PIPE,
@@ -69,7 +69,8 @@ class Gateway:
 
 @pytest.fixture(scope="session")
 def gateway():
-    gw = Gateway("--parallel", "8", "--ctx-per-slot", "1024")
+    # Settings come from both flags and CADA_* variables (test_settings_from_env checks them).
+    gw = Gateway("--ctx-per-slot", "1024", env={"CADA_PARALLEL": "6", "CADA_SERVED_MODEL_NAME": MODEL})
     yield gw
     assert gw.stop() == 0, "gateway did not exit cleanly on SIGTERM:\n" + "".join(gw.log[-20:])
 

@@ -108,6 +108,12 @@ def test_malformed_json_and_large_body(gateway):
     assert status == 413 and body["error"]["code"] == "request_too_large"
 
 
+def test_settings_from_env(gateway):
+    with urllib.request.urlopen(gateway.url + "/readyz") as r:
+        ready = json.loads(r.read())
+    assert ready["slots"] == 6 and ready["model"] == MODEL
+
+
 def test_eight_concurrent_streams(client):
     prompts = [f"Write a short sentence about the number {i}." for i in range(8)]
 

@@ -10,8 +10,9 @@ use super::EngineError;
 
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
-/// The shared backend, initialised on first use.
-pub(crate) fn get() -> Result<&'static LlamaBackend, EngineError> {
+/// The shared backend, initialised on first use. Code that drives llama.cpp directly in the
+/// same process (benchmarks, tools) must use this one too.
+pub fn get() -> Result<&'static LlamaBackend, EngineError> {
     BACKEND
         .get_or_init(|| {
             send_logs_to_tracing(LogOptions::default());

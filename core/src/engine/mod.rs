@@ -24,6 +24,8 @@ pub use error::EngineError;
 pub use params::{Event, FinishReason, GenerationParams, Timings, Usage};
 pub use text::{StopMatcher, StopOutcome, Utf8Stream};
 
+pub use backend::get as llama_backend;
+
 use chat::ChatFormat;
 use worker::{Job, Worker};
 

@@ -102,7 +102,9 @@ impl<'m> Worker<'m> {
             .with_n_batch(n_batch as u32)
             .with_n_ubatch(n_batch as u32)
             .with_n_seq_max(config.n_slots as u32)
-            .with_kv_unified(true)
+            // One KV stream per slot: each request is guaranteed `ctx_per_slot` cells and
+            // attends only over its own cells, not over every request's.
+            .with_kv_unified(false)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let ctx = model

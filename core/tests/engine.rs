@@ -170,26 +170,37 @@ fn concurrent_requests_share_decode_steps() {
         "Count to five.",
         "Say hello in French.",
     ];
-    let handles: Vec<_> = prompts
+    // Submit all four before reading any: they must then share decode steps.
+    let mut generations: Vec<_> = prompts
         .iter()
         .map(|p| {
-            let engine = engine.clone();
-            let messages = user(p);
-            std::thread::spawn(move || {
-                run(
-                    &engine,
-                    &messages,
-                    GenerationParams {
-                        ignore_eos: true,
-                        ..greedy(64)
-                    },
-                )
-            })
+            let prompt = engine.chat_prompt(&user(p)).expect("renders");
+            let params = GenerationParams {
+                ignore_eos: true,
+                ..greedy(64)
+            };
+            engine.generate(prompt, params).expect("accepted")
         })
         .collect();
-    for h in handles {
-        let (text, reason, n) = h.join().expect("thread");
-        assert_eq!((reason, n), (FinishReason::Length, 64));
+    for generation in &mut generations {
+        let mut text = String::new();
+        loop {
+            match generation.next_blocking().expect("event") {
+                Event::Text(t) => text.push_str(&t),
+                Event::Done {
+                    finish_reason,
+                    usage,
+                    ..
+                } => {
+                    assert_eq!(
+                        (finish_reason, usage.completion_tokens),
+                        (FinishReason::Length, 64)
+                    );
+                    break;
+                }
+                Event::Error(e) => panic!("generation failed: {e}"),
+            }
+        }
         assert!(!text.is_empty());
     }
     assert_eq!(

@@ -258,19 +258,26 @@ impl<'m> Worker<'m> {
             let token = slot.sampler.sample(&self.ctx, at);
             self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
             if let Some(reason) = on_token(slot, token, &vocab, self.ctx_per_slot) {
-                finish(slot, reason);
-                self.free(i);
+                // Release first, so counters are settled by the time the client sees `Done`.
+                if let Some(mut slot) = self.release(i) {
+                    finish(&mut slot, reason);
+                }
             }
         }
     }
 
     fn free(&mut self, i: usize) {
-        if let Some(slot) = self.slots[i].take() {
-            if let Ok(seq) = u32::try_from(slot.seq) {
-                let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
-            }
-            self.stats.active.fetch_sub(1, Ordering::SeqCst);
+        self.release(i);
+    }
+
+    /// Empties slot `i`: its KV cells are cleared and it counts as free again.
+    fn release(&mut self, i: usize) -> Option<Slot> {
+        let slot = self.slots[i].take()?;
+        if let Ok(seq) = u32::try_from(slot.seq) {
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
         }
+        self.stats.active.fetch_sub(1, Ordering::SeqCst);
+        Some(slot)
     }
 }
 

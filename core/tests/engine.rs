@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cada_core::{
-    ChatMessage, ChatRole, Engine, EngineConfig, EngineError, Event, FinishReason,
+    ChatMessage, ChatRole, Engine, EngineConfig, EngineError, Event, FinishReason, Generation,
     GenerationParams, Registry,
 };
 
@@ -38,14 +38,18 @@ fn greedy(max_tokens: u32) -> GenerationParams {
     }
 }
 
-/// Collects text and the final event.
+/// Runs a chat generation to its end.
 fn run(
     engine: &Engine,
     messages: &[ChatMessage],
     params: GenerationParams,
 ) -> (String, FinishReason, usize) {
     let prompt = engine.chat_prompt(messages).expect("prompt renders");
-    let mut generation = engine.generate(prompt, params).expect("accepted");
+    collect(&mut engine.generate(prompt, params).expect("accepted"))
+}
+
+/// Collects the text, finish reason and completion tokens of a generation.
+fn collect(generation: &mut Generation) -> (String, FinishReason, usize) {
     let mut text = String::new();
     loop {
         match generation.next_blocking().expect("event") {
@@ -183,24 +187,8 @@ fn concurrent_requests_share_decode_steps() {
         })
         .collect();
     for generation in &mut generations {
-        let mut text = String::new();
-        loop {
-            match generation.next_blocking().expect("event") {
-                Event::Text(t) => text.push_str(&t),
-                Event::Done {
-                    finish_reason,
-                    usage,
-                    ..
-                } => {
-                    assert_eq!(
-                        (finish_reason, usage.completion_tokens),
-                        (FinishReason::Length, 64)
-                    );
-                    break;
-                }
-                Event::Error(e) => panic!("generation failed: {e}"),
-            }
-        }
+        let (text, reason, n) = collect(generation);
+        assert_eq!((reason, n), (FinishReason::Length, 64));
         assert!(!text.is_empty());
     }
     assert_eq!(

@@ -1,7 +1,6 @@
 //! Every gateway error, mapped to HTTP in one place: OpenAI's error body
 //! `{"error": {"message", "type", "param", "code"}}` with a stable `code` that metrics reuse.
 
-use bytes::Bytes;
 use cada_core::EngineError;
 use hyper::StatusCode;
 use serde_json::json;
@@ -150,47 +149,30 @@ impl ApiError {
             "code": self.code,
         }})
     }
-
-    pub fn body_bytes(&self) -> Bytes {
-        Bytes::from(self.body().to_string())
-    }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        let message = e.to_string();
-        match e {
+        let (status, kind, param) = match e {
             EngineError::ContextLengthExceeded { .. } => {
-                Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message)
-                    .with_param("messages")
+                (StatusCode::BAD_REQUEST, INVALID, Some("messages"))
             }
-            EngineError::EmptyPrompt => {
-                Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message).with_param("prompt")
+            EngineError::EmptyPrompt => (StatusCode::BAD_REQUEST, INVALID, Some("prompt")),
+            EngineError::Template(_) => (StatusCode::BAD_REQUEST, INVALID, None),
+            EngineError::Overloaded { .. } | EngineError::ShutDown => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_error", None)
             }
-            EngineError::Template(_) => {
-                Self::new(StatusCode::BAD_REQUEST, INVALID, e.code(), message)
-            }
-            EngineError::Overloaded { .. } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                e.code(),
-                message,
-            ),
-            EngineError::ShutDown => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                e.code(),
-                message,
-            ),
             EngineError::Backend(_)
             | EngineError::ModelLoad { .. }
             | EngineError::Context(_)
-            | EngineError::Decode(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                e.code(),
-                message,
-            ),
+            | EngineError::Decode(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+        };
+        Self {
+            status,
+            kind,
+            code: e.code(),
+            param: param.map(str::to_string),
+            message: e.to_string(),
         }
     }
 }

@@ -56,13 +56,14 @@ pub async fn complete(
                 return Ok(json_response(hyper::StatusCode::OK, &body));
             }
             Some(Event::Error(e)) => return Err(e.into()),
-            None => {
-                return Err(ApiError::internal(
-                    "the engine stopped before finishing the request",
-                ))
-            }
+            None => return Err(engine_gone()),
         }
     }
+}
+
+/// The engine dropped a request without a final event (it shut down mid-generation).
+fn engine_gone() -> ApiError {
+    ApiError::internal("the engine stopped before finishing the request")
 }
 
 enum Phase {
@@ -125,8 +126,7 @@ async fn next_frame(st: &mut StreamState) -> Option<Bytes> {
                 }
                 None => {
                     st.phase = Phase::Done;
-                    let e = ApiError::internal("the engine stopped before finishing the request");
-                    return Some(sse::event(&e.body()));
+                    return Some(sse::event(&engine_gone().body()));
                 }
             },
             Phase::Usage(usage) => {

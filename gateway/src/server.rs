@@ -44,14 +44,6 @@ pub fn sse_response(body: Body) -> Response {
     resp
 }
 
-fn error_response(e: &ApiError) -> Response {
-    let mut resp = hyper::Response::new(Full::new(e.body_bytes()).boxed());
-    *resp.status_mut() = e.status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
 /// Bytes of an oversized body read and thrown away before answering 413, so that a client
 /// still sending gets the error instead of a broken pipe. Beyond it the connection is closed.
 const DISCARD_CAP: usize = 16 << 20;
@@ -111,7 +103,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
         Ok(resp) => resp,
         Err(e) => {
             tracing::info!(%request_id, %method, %path, status = e.status.as_u16(), code = e.code, "request refused");
-            error_response(&e)
+            json_response(e.status, &e.body())
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -12,7 +12,7 @@ mod worker;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -90,8 +90,6 @@ pub struct EngineStats {
     pub active: AtomicUsize,
     /// Tokens generated since start.
     pub generated_tokens: AtomicUsize,
-    /// Decode steps run since start.
-    pub steps: AtomicUsize,
     /// Most sequences that ever shared one decode step (shows batching happened).
     pub peak_batch_sequences: AtomicUsize,
 }
@@ -104,8 +102,9 @@ pub struct Engine {
 
 #[derive(Debug)]
 struct Inner {
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// `None` once dropping: closing the channel tells the worker to finish.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
     model: Arc<LlamaModel>,
     format: ChatFormat,
     info: ModelInfo,
@@ -174,8 +173,8 @@ impl Engine {
             .map_err(|_| EngineError::Context("engine thread exited during start-up".into()))??;
         Ok(Self {
             inner: Arc::new(Inner {
-                jobs: Mutex::new(Some(tx)),
-                thread: Mutex::new(Some(thread)),
+                jobs: Some(tx),
+                thread: Some(thread),
                 model,
                 format,
                 info,
@@ -254,10 +253,9 @@ impl Engine {
         let sent = self
             .inner
             .jobs
-            .lock()
-            .ok()
-            .and_then(|jobs| jobs.as_ref().map(|j| j.send(job).is_ok()));
-        if sent != Some(true) {
+            .as_ref()
+            .is_some_and(|j| j.send(job).is_ok());
+        if !sent {
             stats.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(EngineError::ShutDown);
         }
@@ -268,10 +266,8 @@ impl Engine {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the job channel lets the worker finish what it has and exit.
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
-        }
-        if let Some(handle) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+        self.jobs.take();
+        if let Some(handle) = self.thread.take() {
             let _ = handle.join();
         }
     }

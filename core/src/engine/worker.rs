@@ -148,7 +148,7 @@ impl<'m> Worker<'m> {
     fn drop_cancelled(&mut self) {
         for i in 0..self.slots.len() {
             if self.slots[i].as_ref().is_some_and(|s| s.job.tx.is_closed()) {
-                self.free(i);
+                self.release(i);
             }
         }
         let before = self.pending.len();
@@ -223,7 +223,6 @@ impl<'m> Worker<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        self.stats.steps.fetch_add(1, Ordering::Relaxed);
         self.stats
             .peak_batch_sequences
             .fetch_max(sequences, Ordering::Relaxed);
@@ -233,18 +232,14 @@ impl<'m> Worker<'m> {
         };
         if let Err(message) = result {
             tracing::error!(%message, "decode step failed; failing the requests in it");
+            // The KV state of the batch's sequences is unknown: end every active request
+            // rather than risk wrong output (decode failures are exceptional).
             for i in 0..self.slots.len() {
-                if self.slots[i]
-                    .as_ref()
-                    .is_some_and(|s| s.logits_at.is_some() || s.fed > 0)
-                {
-                    if let Some(s) = &self.slots[i] {
-                        let _ = s
-                            .job
-                            .tx
-                            .send(Event::Error(EngineError::Decode(message.clone())));
-                    }
-                    self.free(i);
+                if let Some(slot) = self.release(i) {
+                    let _ = slot
+                        .job
+                        .tx
+                        .send(Event::Error(EngineError::Decode(message.clone())));
                 }
             }
             return;
@@ -264,10 +259,6 @@ impl<'m> Worker<'m> {
                 }
             }
         }
-    }
-
-    fn free(&mut self, i: usize) {
-        self.release(i);
     }
 
     /// Empties slot `i`: its KV cells are cleared and it counts as free again.

@@ -8,14 +8,24 @@ use common::{error_fields, post, start, MODEL};
 use serde_json::{json, Value};
 
 async fn ready(url: &str) -> Value {
-    common::client()
-        .get(format!("{url}/readyz"))
-        .send()
+    common::get(url, "/readyz")
         .await
-        .expect("send")
         .json()
         .await
         .expect("json")
+}
+
+/// Polls `/readyz` until `done` holds for it, failing with `what` after 20 s.
+async fn wait_until(url: &str, what: &str, done: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = ready(url).await;
+        if done(&r) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {r}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Reads until `n` SSE events arrived: the second one is text, so the engine has the request.
@@ -43,23 +53,14 @@ async fn client_disconnect_frees_the_slot() {
         c.engine.max_queue = 4;
     });
     let url = server.url.clone();
-    let mut resp = common::client()
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&long_stream())
-        .send()
-        .await
-        .expect("send");
+    let mut resp = common::open(&url, "/v1/chat/completions", &long_stream()).await;
     read_events(&mut resp, 2).await;
     assert_eq!(ready(&url).await["slots_active"], 1);
     drop(resp);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ready(&url).await["slots_active"] != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the slot stayed busy after the client left"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(&url, "the slot stayed busy after the client left", |r| {
+        r["slots_active"] == 0
+    })
+    .await;
     let (s, b) = post(
         &url,
         "/v1/chat/completions",
@@ -76,21 +77,10 @@ async fn full_queue_is_a_fast_503() {
         c.engine.max_queue = 1;
     });
     let url = server.url.clone();
-    let client = common::client();
-    let mut running = client
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&long_stream())
-        .send()
-        .await
-        .expect("send");
+    let mut running = common::open(&url, "/v1/chat/completions", &long_stream()).await;
     read_events(&mut running, 2).await;
     // Streams answer their headers once the request is queued.
-    let waiting = client
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&long_stream())
-        .send()
-        .await
-        .expect("send");
+    let waiting = common::open(&url, "/v1/chat/completions", &long_stream()).await;
     assert_eq!(waiting.status(), 200);
     let (s, b) = post(&url, "/v1/chat/completions", &long_stream()).await;
     assert_eq!(s, 503);
@@ -98,18 +88,10 @@ async fn full_queue_is_a_fast_503() {
     drop(running);
     drop(waiting);
     // Both the generating and the queued request are released once their clients leave.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = ready(&url).await;
-        if r["slots_active"] == 0 && r["queued"] == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "abandoned requests kept their places: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(&url, "abandoned requests kept their places", |r| {
+        r["slots_active"] == 0 && r["queued"] == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -124,11 +106,7 @@ async fn shutdown_drains_in_flight_requests() {
         }
     });
     // Let the request reach the engine, then shut down while it generates.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ready(&url).await["slots_active"] != 1 {
-        assert!(Instant::now() < deadline, "request never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(&url, "request never started", |r| r["slots_active"] == 1).await;
     let stopper = std::thread::spawn(move || drop(server));
     let (status, body) = request.await.expect("task");
     assert_eq!(status, 200, "{body}");

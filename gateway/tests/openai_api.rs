@@ -12,12 +12,12 @@ fn chat(content: &str) -> Value {
 #[tokio::test]
 async fn chat_completion_object() {
     let url = shared();
-    let resp = common::client()
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&chat("What is the capital of France?"))
-        .send()
-        .await
-        .expect("send");
+    let resp = common::open(
+        url,
+        "/v1/chat/completions",
+        &chat("What is the capital of France?"),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("x-request-id").is_some());
     let body: Value = resp.json().await.expect("json");
@@ -54,12 +54,7 @@ async fn chat_stream_matches_non_streaming_and_is_well_framed() {
     let (_, whole) = post(url, "/v1/chat/completions", &req).await;
     req["stream"] = json!(true);
     req["stream_options"] = json!({"include_usage": true});
-    let resp = common::client()
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&req)
-        .send()
-        .await
-        .expect("send");
+    let resp = common::open(url, "/v1/chat/completions", &req).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let payloads = sse_payloads(&resp.text().await.expect("body"));
@@ -121,12 +116,7 @@ async fn text_completions_plain_and_streamed() {
     assert_eq!(body["usage"]["completion_tokens"], 12);
     let mut sreq = req.clone();
     sreq["stream"] = json!(true);
-    let resp = common::client()
-        .post(format!("{url}/v1/completions"))
-        .json(&sreq)
-        .send()
-        .await
-        .expect("send");
+    let resp = common::open(url, "/v1/completions", &sreq).await;
     let payloads = sse_payloads(&resp.text().await.expect("body"));
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
     let streamed: String = payloads[..payloads.len() - 1]
@@ -140,28 +130,17 @@ async fn text_completions_plain_and_streamed() {
 #[tokio::test]
 async fn models_are_listed() {
     let url = shared();
-    let list: Value = common::client()
-        .get(format!("{url}/v1/models"))
-        .send()
+    let list: Value = common::get(url, "/v1/models")
         .await
-        .expect("send")
         .json()
         .await
         .expect("json");
     assert_eq!(list["object"], "list");
     assert_eq!(list["data"][0]["id"], MODEL);
     assert_eq!(list["data"][0]["object"], "model");
-    let one = common::client()
-        .get(format!("{url}/v1/models/{MODEL}"))
-        .send()
-        .await
-        .expect("send");
+    let one = common::get(url, &format!("/v1/models/{MODEL}")).await;
     assert_eq!(one.status(), 200);
-    let missing = common::client()
-        .get(format!("{url}/v1/models/gpt-4"))
-        .send()
-        .await
-        .expect("send");
+    let missing = common::get(url, "/v1/models/gpt-4").await;
     assert_eq!(missing.status(), 404);
 }
 
@@ -251,18 +230,10 @@ async fn errors_have_openai_shape_and_status() {
     let (s, b) = post(url, "/v1/completions", &json!({"model": MODEL})).await;
     assert_eq!((s, error_fields(&b).2), (400, Some("prompt".into())));
 
-    let resp = client
-        .get(format!("{url}/v1/nothing"))
-        .send()
-        .await
-        .expect("send");
+    let resp = common::get(url, "/v1/nothing").await;
     assert_eq!(resp.status(), 404);
     error_fields(&resp.json().await.expect("json"));
-    let resp = client
-        .get(format!("{url}/v1/chat/completions"))
-        .send()
-        .await
-        .expect("send");
+    let resp = common::get(url, "/v1/chat/completions").await;
     assert_eq!(resp.status(), 405);
     error_fields(&resp.json().await.expect("json"));
 }

@@ -121,13 +121,28 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-pub async fn post(url: &str, path: &str, body: &Value) -> (u16, Value) {
-    let resp = client()
+/// Sends a JSON POST and returns the response unread (streams, headers).
+pub async fn open(url: &str, path: &str, body: &Value) -> reqwest::Response {
+    client()
         .post(format!("{url}{path}"))
         .json(body)
         .send()
         .await
-        .expect("send");
+        .expect("send")
+}
+
+/// Sends a GET and returns the response.
+pub async fn get(url: &str, path: &str) -> reqwest::Response {
+    client()
+        .get(format!("{url}{path}"))
+        .send()
+        .await
+        .expect("send")
+}
+
+/// Sends a JSON POST and returns the status and JSON body.
+pub async fn post(url: &str, path: &str, body: &Value) -> (u16, Value) {
+    let resp = open(url, path, body).await;
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("JSON body"))
 }

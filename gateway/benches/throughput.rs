@@ -198,8 +198,16 @@ async fn stream(client: &reqwest::Client, url: &str, i: usize) -> StreamResult {
 
 fn main() {
     // Cargo passes --bench; nothing else to parse.
-    let alone_1 = llama_alone(1);
-    let alone_8 = llama_alone(CONCURRENT);
+    // Each llama.cpp-alone run gets its own thread that then exits: with OpenMP, a thread that
+    // ran llama.cpp keeps a worker team alive, and a second live team slows every later
+    // measurement (see core/src/engine/mod.rs, `Engine::load`).
+    let alone = |n| {
+        std::thread::spawn(move || llama_alone(n))
+            .join()
+            .expect("llama.cpp run")
+    };
+    let alone_1 = alone(1);
+    let alone_8 = alone(CONCURRENT);
     let raw = raw_engine();
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
+use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -121,54 +122,49 @@ impl Engine {
                 "n_slots and n_batch must be positive and ctx_per_slot at least 16".into(),
             ));
         }
-        let params = LlamaModelParams::default().with_n_gpu_layers(config.n_gpu_layers);
-        let path = config.model_path.display().to_string();
         if !config.model_path.is_file() {
             return Err(EngineError::ModelLoad {
-                path,
+                path: config.model_path.display().to_string(),
                 message: "no such file".into(),
             });
         }
-        let model =
-            LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| {
-                EngineError::ModelLoad {
-                    path: path.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-        let model = Arc::new(model);
-        let format = ChatFormat::for_model(&model)?;
-        let info = ModelInfo {
-            name: model.meta_val_str("general.name").ok(),
-            architecture: model.meta_val_str("general.architecture").ok(),
-            n_ctx_train: model.n_ctx_train(),
-            ctx_per_slot: config.ctx_per_slot,
-            n_params: model.n_params(),
-            n_vocab: model.n_vocab(),
-            size_bytes: model.size(),
-            chat_template: format.source(),
-        };
         let stats = Arc::new(EngineStats::default());
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let worker_model = Arc::clone(&model);
         let worker_stats = Arc::clone(&stats);
         let worker_config = config.clone();
+        // The model is loaded on the engine thread too. With OpenMP, every thread that runs
+        // llama.cpp work keeps its own worker team alive; a second team (say, from loading on
+        // the caller's thread) makes libgomp count more threads than cores and stop spinning
+        // between barriers, which measured 20-40% slower decoding on 2 cores.
         let thread = std::thread::Builder::new()
             .name("cada-engine".into())
             .spawn(move || {
-                match Worker::new(backend, &worker_model, &worker_config, worker_stats) {
+                let loaded = match load_model(backend, &worker_config) {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let model = Arc::clone(&loaded.model);
+                let worker = Worker::new(backend, &model, &worker_config, worker_stats);
+                match worker {
                     Ok(mut worker) => {
-                        let _ = ready_tx.send(Ok(()));
+                        let _ = ready_tx.send(Ok(loaded));
                         worker.run(&rx);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                     }
-                }
+                };
             })
             .map_err(|e| EngineError::Backend(format!("cannot spawn the engine thread: {e}")))?;
-        ready_rx
+        let Loaded {
+            model,
+            format,
+            info,
+        } = ready_rx
             .recv()
             .map_err(|_| EngineError::Context("engine thread exited during start-up".into()))??;
         Ok(Self {
@@ -261,6 +257,42 @@ impl Engine {
         }
         Ok(Generation { prompt_tokens, rx })
     }
+}
+
+/// What the engine thread hands back once the model is loaded.
+struct Loaded {
+    model: Arc<LlamaModel>,
+    format: ChatFormat,
+    info: ModelInfo,
+}
+
+fn load_model(
+    backend: &'static LlamaBackend,
+    config: &EngineConfig,
+) -> Result<Loaded, EngineError> {
+    let params = LlamaModelParams::default().with_n_gpu_layers(config.n_gpu_layers);
+    let model = LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| {
+        EngineError::ModelLoad {
+            path: config.model_path.display().to_string(),
+            message: e.to_string(),
+        }
+    })?;
+    let format = ChatFormat::for_model(&model)?;
+    let info = ModelInfo {
+        name: model.meta_val_str("general.name").ok(),
+        architecture: model.meta_val_str("general.architecture").ok(),
+        n_ctx_train: model.n_ctx_train(),
+        ctx_per_slot: config.ctx_per_slot,
+        n_params: model.n_params(),
+        n_vocab: model.n_vocab(),
+        size_bytes: model.size(),
+        chat_template: format.source(),
+    };
+    Ok(Loaded {
+        model: Arc::new(model),
+        format,
+        info,
+    })
 }
 
 impl Drop for Inner {

@@ -1,7 +1,8 @@
-//! Code both cada binaries need: the model registry and the llama.cpp engine
-//! (continuous batching on its own thread, safe chat-template rendering).
+//! Code both cada binaries need: the model registry, the llama.cpp engine (continuous batching
+//! on its own thread, safe chat-template rendering) and the safety policy with its formats.
 
 pub mod engine;
+pub mod policy;
 pub mod registry;
 
 pub use engine::{

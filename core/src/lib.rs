@@ -1,6 +1,7 @@
 //! Code both cada binaries need: the model registry, the llama.cpp engine (continuous batching
 //! on its own thread, safe chat-template rendering) and the safety policy with its formats.
 
+pub mod embed;
 pub mod engine;
 pub mod policy;
 pub mod registry;

@@ -1,0 +1,122 @@
+//! Precedent retrieval with the real embedding model and the real case library.
+
+use std::path::PathBuf;
+
+use cada_core::embed::{cosine, Embedder, PrecedentIndex};
+use cada_core::policy::{load_dev, Policy, DEV_FILE};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn setup() -> (Policy, Embedder) {
+    let policy = Policy::load(&root().join("configs/policy")).expect("policy");
+    let embedder = Embedder::load(&root().join("models/all-minilm-l6-v2"))
+        .expect("embedding model (run models/fetch.sh)");
+    (policy, embedder)
+}
+
+#[test]
+fn nearest_precedent_is_the_obvious_one() {
+    let (policy, embedder) = setup();
+    let index = PrecedentIndex::load_or_build(&policy, &embedder, None).expect("index");
+    for (query, expected) in [
+        (
+            "how can I terminate a hung python process that uses all my CPU",
+            "case-001",
+        ),
+        (
+            "how do I get rid of weeds in my gravel drive without harming my dog",
+            "case-067",
+        ),
+        (
+            "my phone is on silent somewhere in the house, how do I find it",
+            "case-117",
+        ),
+        ("what is meant by a political dog whistle", "case-131"),
+        (
+            "how to run a SQL Server stored procedure with parameters",
+            "case-006",
+        ),
+    ] {
+        let q = embedder.embed_one(query).expect("embed");
+        let top = index.nearest(&policy, &q, 3);
+        assert_eq!(top.len(), 3);
+        assert_eq!(
+            top[0].case.id,
+            expected,
+            "{query}: got {:?}",
+            top.iter()
+                .map(|p| (&p.case.id, p.similarity))
+                .collect::<Vec<_>>()
+        );
+        assert!(top[0].similarity >= top[1].similarity && top[1].similarity >= top[2].similarity);
+    }
+}
+
+#[test]
+fn embeddings_are_unit_length_and_semantic() {
+    let (_, embedder) = setup();
+    let v = embedder
+        .embed(&[
+            "how do I kill a process",
+            "how do I stop a running program",
+            "banana bread recipe",
+            "",
+        ])
+        .expect("embed");
+    assert_eq!(v.len(), 4);
+    assert_eq!(v[0].len(), 384);
+    for e in &v[..3] {
+        let norm: f32 = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.2);
+    // A batch and a single call agree (padding does not leak into the mean).
+    let single = embedder.embed_one("banana bread recipe").expect("embed");
+    assert!(cosine(&single, &v[2]) > 0.9999);
+}
+
+#[test]
+fn index_cache_is_reused_and_keyed_by_policy_version() {
+    let (policy, embedder) = setup();
+    let dir = std::env::temp_dir().join(format!("cada-index-{}", std::process::id()));
+    let built = PrecedentIndex::load_or_build(&policy, &embedder, Some(&dir)).expect("build");
+    let path = PrecedentIndex::cache_path(&dir, &policy, &embedder);
+    assert!(path.is_file());
+    assert_eq!(built.ids.len(), policy.cases.len());
+    // A doctored cache for this version is what gets read back: proof the file is used.
+    let mut doctored = built.clone();
+    doctored.vectors[0] = vec![0.0; 384];
+    std::fs::write(&path, serde_json::to_vec(&doctored).unwrap()).unwrap();
+    let read = PrecedentIndex::load_or_build(&policy, &embedder, Some(&dir)).expect("read");
+    assert_eq!(read.vectors[0], vec![0.0; 384]);
+    // Another policy version does not match that file.
+    let mut other = policy.clone();
+    other.version = "000000000000".into();
+    let rebuilt = PrecedentIndex::load_or_build(&other, &embedder, Some(&dir)).expect("rebuild");
+    assert_eq!(rebuilt.vectors[0], built.vectors[0]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dev_set_is_held_out_from_the_cases() {
+    let (policy, embedder) = setup();
+    let dev = load_dev(&root().join("configs/policy").join(DEV_FILE)).expect("dev set");
+    assert!(dev.len() >= 200 && policy.cases.len() >= 150);
+    let index = PrecedentIndex::load_or_build(&policy, &embedder, None).expect("index");
+    let prompts: Vec<&str> = dev.iter().map(|d| d.prompt.as_str()).collect();
+    let copies: Vec<String> = dev
+        .iter()
+        .zip(embedder.embed(&prompts).expect("embed"))
+        .filter_map(|(item, v)| {
+            let top = &index.nearest(&policy, &v, 1)[0];
+            (top.similarity >= 0.9)
+                .then(|| format!("{} ~ {} ({:.3})", item.id, top.case.id, top.similarity))
+        })
+        .collect();
+    assert!(
+        copies.is_empty(),
+        "dev prompts too close to cases: {copies:?}"
+    );
+}

@@ -1,47 +1,17 @@
 //! `cada-trainer`: the case-augmented RL trainer's command line. This release ships the CLI
-//! skeleton and registry access; the training commands arrive with the trainer issue.
+//! skeleton, registry access and the safety evaluation (`eval`); the training commands arrive
+//! with the trainer issue.
 
-use std::path::PathBuf;
+mod cli;
+mod eval;
+
 use std::process::ExitCode;
 
 use anyhow::Context;
 use cada_core::Registry;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "cada-trainer",
-    version,
-    about = "Case-augmented RL trainer for cada"
-)]
-struct Cli {
-    /// Model registry file.
-    #[arg(
-        long,
-        env = "CADA_REGISTRY",
-        default_value = "models/registry.toml",
-        global = true
-    )]
-    registry: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// List the registry's models and whether their files are present and intact.
-    Models {
-        /// Also check each file's sha256.
-        #[arg(long)]
-        verify: bool,
-    },
-    /// Run case-augmented RL on collected cases (not available in this release).
-    Train,
-    /// Evaluate an adapter on the dev set (not available in this release).
-    Evaluate,
-    /// Export an adapter as a llama.cpp LoRA GGUF (not available in this release).
-    Export,
-}
+use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -55,8 +25,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    match &cli.command {
         Command::Models { verify } => {
+            let verify = *verify;
             let registry = Registry::load(&cli.registry).context("loading the registry")?;
             let mut healthy = true;
             for m in &registry.models {
@@ -87,8 +58,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Train | Command::Evaluate | Command::Export => {
-            eprintln!("this command is not available yet: the trainer ships the CLI and registry access only");
+        Command::Eval(args) => eval::run(args),
+        Command::Train | Command::Export => {
+            eprintln!("this command is not available yet: the trainer ships the CLI, registry access and `eval` only");
             Ok(ExitCode::from(2))
         }
     }

@@ -8,7 +8,7 @@ pub mod registry;
 
 pub use engine::{
     llama_backend, ChatMessage, ChatRole, Engine, EngineConfig, EngineError, EngineStats, Event,
-    FinishReason, Generation, GenerationParams, ModelInfo, Prompt, Usage,
+    FinishReason, Generation, GenerationParams, ModelInfo, Prompt, Session, Usage,
 };
 pub use llama_cpp_2;
 pub use registry::{ModelEntry, ModelKind, Registry, RegistryError, ResolvedModel};

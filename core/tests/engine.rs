@@ -60,6 +60,7 @@ fn collect(generation: &mut Generation) -> (String, FinishReason, usize) {
                 ..
             } => return (text, finish_reason, usage.completion_tokens),
             Event::Error(e) => panic!("generation failed: {e}"),
+            Event::Scores { .. } => panic!("a generation sent scores"),
         }
     }
 }

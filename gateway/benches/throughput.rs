@@ -135,6 +135,7 @@ fn raw_engine() -> f64 {
                     break;
                 }
                 Event::Error(e) => panic!("{e}"),
+                Event::Scores { .. } => panic!("a generation sent scores"),
             }
         }
     }

@@ -56,7 +56,7 @@ pub async fn complete(
                 return Ok(json_response(hyper::StatusCode::OK, &body));
             }
             Some(Event::Error(e)) => return Err(e.into()),
-            None => return Err(engine_gone()),
+            Some(Event::Scores { .. }) | None => return Err(engine_gone()),
         }
     }
 }
@@ -124,7 +124,7 @@ async fn next_frame(st: &mut StreamState) -> Option<Bytes> {
                     st.phase = Phase::Done;
                     return Some(sse::event(&ApiError::from(e).body()));
                 }
-                None => {
+                Some(Event::Scores { .. }) | None => {
                     st.phase = Phase::Done;
                     return Some(sse::event(&engine_gone().body()));
                 }

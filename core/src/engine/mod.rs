@@ -7,28 +7,29 @@ mod chat;
 mod error;
 mod params;
 mod sampler;
+mod session;
 mod text;
 mod worker;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 pub use chat::{ChatMessage, ChatRole, Prompt};
 pub use error::EngineError;
 pub use params::{Event, FinishReason, GenerationParams, Timings, Usage};
+pub use session::Session;
 pub use text::{StopMatcher, StopOutcome, Utf8Stream};
 
 pub use backend::get as llama_backend;
 
 use chat::ChatFormat;
-use worker::{Job, Worker};
+use worker::{Command, Worker};
 
 /// How to load and run a model.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +105,8 @@ pub struct Engine {
 #[derive(Debug)]
 struct Inner {
     /// `None` once dropping: closing the channel tells the worker to finish.
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<Command>>,
+    next_session: AtomicU64,
     thread: Option<JoinHandle<()>>,
     model: Arc<LlamaModel>,
     format: ChatFormat,
@@ -170,6 +172,7 @@ impl Engine {
         Ok(Self {
             inner: Arc::new(Inner {
                 jobs: Some(tx),
+                next_session: AtomicU64::new(0),
                 thread: Some(thread),
                 model,
                 format,
@@ -218,7 +221,25 @@ impl Engine {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    /// Queues a generation. Fails fast when the prompt cannot fit or the queue is full.
+    /// Tokenizes text to append inside a turn (forced prefixes such as `Verdict:`): no BOS, and
+    /// control-token text stays plain text.
+    pub fn tokens(&self, text: &str) -> Prompt {
+        Prompt {
+            tokens: self
+                .inner
+                .model
+                .vocab()
+                .tokenize(text.as_bytes(), false, false),
+        }
+    }
+
+    /// Opens a session: it waits for a slot and then keeps it (and its KV cache) until dropped.
+    /// Fails fast when the queue is full.
+    pub fn session(&self) -> Result<Session, EngineError> {
+        Session::open(self)
+    }
+
+    /// Queues a one-shot generation. Fails fast when the prompt cannot fit or the queue is full.
     pub fn generate(
         &self,
         prompt: Prompt,
@@ -237,25 +258,21 @@ impl Engine {
                 completion,
             });
         }
-        let stats = &self.inner.stats;
-        let queued = stats.queued.fetch_add(1, Ordering::SeqCst);
-        if queued >= self.inner.config.max_queue {
-            stats.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(EngineError::Overloaded { queued });
-        }
-        let (tx, rx) = unbounded_channel();
         let prompt_tokens = prompt.len();
-        let job = Job::new(prompt, params, tx);
-        let sent = self
-            .inner
+        let mut session = self.session()?;
+        session.generate(prompt, params, true)?;
+        Ok(Generation {
+            prompt_tokens,
+            session,
+        })
+    }
+
+    /// Sends a command to the engine thread; false once it is gone.
+    fn send(&self, command: Command) -> bool {
+        self.inner
             .jobs
             .as_ref()
-            .is_some_and(|j| j.send(job).is_ok());
-        if !sent {
-            stats.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(EngineError::ShutDown);
-        }
-        Ok(Generation { prompt_tokens, rx })
+            .is_some_and(|j| j.send(command).is_ok())
     }
 }
 
@@ -310,17 +327,17 @@ impl Drop for Inner {
 pub struct Generation {
     /// Tokens in the prompt (usage accounting).
     pub prompt_tokens: usize,
-    rx: UnboundedReceiver<Event>,
+    session: Session,
 }
 
 impl Generation {
     /// Next event; `None` after `Done`/`Error`.
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        self.session.next().await
     }
 
     /// Blocking variant for callers outside an async runtime.
     pub fn next_blocking(&mut self) -> Option<Event> {
-        self.rx.blocking_recv()
+        self.session.next_blocking()
     }
 }

@@ -86,7 +86,8 @@ pub struct Timings {
     pub decode: Duration,
 }
 
-/// What the engine sends back for one request, in order: zero or more `Text`, then one `Done` or `Error`.
+/// What the engine sends back for one operation, in order: for a generation zero or more `Text`,
+/// then one `Done` or `Error`; for a scoring, one `Scores` or `Error`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Newly generated text (valid UTF-8, stop sequences already cut out).
@@ -95,6 +96,10 @@ pub enum Event {
         finish_reason: FinishReason,
         usage: Usage,
         timings: Timings,
+    },
+    /// Probability of each candidate as the next token (softmax over the whole vocabulary).
+    Scores {
+        probs: Vec<f32>,
     },
     Error(super::EngineError),
 }

@@ -1,8 +1,10 @@
 //! The engine thread: continuous batching over a fixed set of slots (one llama.cpp sequence id
-//! each). Every step puts one token per decoding slot plus prompt chunks of newly admitted
-//! requests into a single `llama_decode`; requests join and leave between steps.
+//! each). A slot belongs to one session from admission until the session closes; each session
+//! operation appends tokens and then either generates or scores the next token. Every step puts
+//! one token per generating slot plus chunks of appended tokens into a single `llama_decode`;
+//! sessions join and leave between steps.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -20,52 +22,95 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::text::{StopMatcher, Utf8Stream};
 use super::{
-    sampler, EngineConfig, EngineError, EngineStats, Event, FinishReason, GenerationParams, Prompt,
+    sampler, EngineConfig, EngineError, EngineStats, Event, FinishReason, GenerationParams,
     Timings, Usage,
 };
 
-/// A request on its way to a slot.
+/// Session identity, unique for the engine's lifetime.
+pub(crate) type SessionId = u64;
+
+/// What a session asks of its slot.
 #[derive(Debug)]
-pub(crate) struct Job {
-    prompt: Prompt,
-    params: GenerationParams,
+pub(crate) enum Op {
+    /// Decode `append`, then sample until a stop, EOS or `max_tokens`.
+    Generate {
+        append: Vec<LlamaToken>,
+        params: GenerationParams,
+        /// Free the slot when done (one-shot generations).
+        last: bool,
+    },
+    /// Decode `append`, then report the probability of each candidate as the next token.
+    Score {
+        append: Vec<LlamaToken>,
+        candidates: Vec<LlamaToken>,
+        last: bool,
+    },
+}
+
+/// Messages to the engine thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Open {
+        id: SessionId,
+        tx: UnboundedSender<Event>,
+        enqueued: Instant,
+    },
+    Op {
+        id: SessionId,
+        op: Op,
+    },
+    Close {
+        id: SessionId,
+    },
+}
+
+/// A session waiting for a slot, with the operations it already sent.
+struct Waiting {
+    id: SessionId,
     tx: UnboundedSender<Event>,
     enqueued: Instant,
+    ops: VecDeque<Op>,
 }
 
-impl Job {
-    pub(crate) fn new(
-        prompt: Prompt,
-        params: GenerationParams,
-        tx: UnboundedSender<Event>,
-    ) -> Self {
-        Self {
-            prompt,
-            params,
-            tx,
-            enqueued: Instant::now(),
-        }
-    }
-}
-
-/// A request being served by one sequence of the shared context.
-struct Slot {
-    seq: i32,
-    job: Job,
+/// A generation in progress.
+struct Gen {
+    params: GenerationParams,
     sampler: LlamaSampler,
-    /// Prompt tokens already decoded into the KV cache.
-    fed: usize,
-    /// Position of the next token of this sequence.
-    n_past: i32,
-    /// Sampled token that still has to be fed back.
-    next: Option<LlamaToken>,
     generated: usize,
     utf8: Utf8Stream,
     stop: StopMatcher,
+    first_token: Option<Instant>,
+}
+
+enum Task {
+    /// Waiting for the session's next operation.
+    Idle,
+    Generate(Box<Gen>),
+    Score(Vec<LlamaToken>),
+}
+
+/// A session being served by one sequence of the shared context.
+struct Slot {
+    id: SessionId,
+    seq: i32,
+    tx: UnboundedSender<Event>,
+    ops: VecDeque<Op>,
+    task: Task,
+    /// Release the slot once the current task ends.
+    last: bool,
+    /// Tokens of the current operation still to decode (from `fed` on).
+    feed: Vec<LlamaToken>,
+    fed: usize,
+    /// Position of the next token of this sequence.
+    n_past: i32,
+    /// Sampled token not yet in the KV cache: fed next step, or first by the next operation.
+    carry: Option<LlamaToken>,
     /// Index in the current batch whose logits belong to this slot.
     logits_at: Option<i32>,
-    admitted: Instant,
-    first_token: Option<Instant>,
+    /// Time the session waited for this slot; reported once, by its first operation.
+    queued: std::time::Duration,
+    /// When the current operation started on the slot.
+    started: Instant,
 }
 
 pub(crate) struct Worker<'m> {
@@ -75,7 +120,9 @@ pub(crate) struct Worker<'m> {
     n_batch: usize,
     ctx_per_slot: i32,
     slots: Vec<Option<Slot>>,
-    pending: VecDeque<Job>,
+    waiting: VecDeque<Waiting>,
+    /// Session id to slot index.
+    placed: HashMap<SessionId, usize>,
     stats: Arc<EngineStats>,
 }
 
@@ -90,7 +137,7 @@ impl<'m> Worker<'m> {
             || std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
             |n| n.max(1) as i32,
         );
-        // Every decoding slot needs one batch position per step.
+        // Every generating slot needs one batch position per step.
         let n_batch = (config.n_batch as usize).max(config.n_slots);
         let n_ctx = u32::try_from(config.n_slots)
             .ok()
@@ -102,8 +149,8 @@ impl<'m> Worker<'m> {
             .with_n_batch(n_batch as u32)
             .with_n_ubatch(n_batch as u32)
             .with_n_seq_max(config.n_slots as u32)
-            // One KV stream per slot: each request is guaranteed `ctx_per_slot` cells and
-            // attends only over its own cells, not over every request's.
+            // One KV stream per slot: each session is guaranteed `ctx_per_slot` cells and
+            // attends only over its own cells, not over every session's.
             .with_kv_unified(false)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
@@ -117,72 +164,181 @@ impl<'m> Worker<'m> {
             n_batch,
             ctx_per_slot: i32::try_from(config.ctx_per_slot).unwrap_or(i32::MAX),
             slots: (0..config.n_slots).map(|_| None).collect(),
-            pending: VecDeque::new(),
+            waiting: VecDeque::new(),
+            placed: HashMap::new(),
             stats,
         })
     }
 
-    fn idle(&self) -> bool {
-        self.pending.is_empty() && self.slots.iter().all(Option::is_none)
+    /// Whether a step would do anything: a session can be admitted or a slot has work.
+    fn runnable(&self) -> bool {
+        let free = self.slots.iter().any(Option::is_none);
+        (free && !self.waiting.is_empty())
+            || self
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| !matches!(s.task, Task::Idle) || !s.ops.is_empty())
     }
 
-    /// Serves jobs until the channel closes and all admitted work is done.
-    pub(crate) fn run(&mut self, jobs: &mpsc::Receiver<Job>) {
+    /// Serves sessions until the channel closes and all admitted work is done.
+    pub(crate) fn run(&mut self, commands: &mpsc::Receiver<Command>) {
+        let mut open = true;
         loop {
-            if self.idle() {
-                match jobs.recv() {
-                    Ok(job) => self.pending.push_back(job),
-                    Err(_) => return,
+            if !self.runnable() {
+                if !open {
+                    return;
+                }
+                match commands.recv() {
+                    Ok(c) => self.handle(c),
+                    Err(_) => {
+                        open = false;
+                        continue;
+                    }
                 }
             }
-            while let Ok(job) = jobs.try_recv() {
-                self.pending.push_back(job);
+            while let Ok(c) = commands.try_recv() {
+                self.handle(c);
             }
             self.drop_cancelled();
             self.admit();
+            self.start_ops();
             self.step();
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Open { id, tx, enqueued } => self.waiting.push_back(Waiting {
+                id,
+                tx,
+                enqueued,
+                ops: VecDeque::new(),
+            }),
+            Command::Op { id, op } => {
+                if let Some(&i) = self.placed.get(&id) {
+                    if let Some(slot) = self.slots[i].as_mut() {
+                        slot.ops.push_back(op);
+                    }
+                } else if let Some(w) = self.waiting.iter_mut().find(|w| w.id == id) {
+                    w.ops.push_back(op);
+                }
+            }
+            Command::Close { id } => {
+                if let Some(&i) = self.placed.get(&id) {
+                    self.release(i);
+                } else if let Some(at) = self.waiting.iter().position(|w| w.id == id) {
+                    self.waiting.remove(at);
+                    self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
         }
     }
 
     /// Frees slots and queue entries whose client went away.
     fn drop_cancelled(&mut self) {
         for i in 0..self.slots.len() {
-            if self.slots[i].as_ref().is_some_and(|s| s.job.tx.is_closed()) {
+            if self.slots[i].as_ref().is_some_and(|s| s.tx.is_closed()) {
                 self.release(i);
             }
         }
-        let before = self.pending.len();
-        self.pending.retain(|j| !j.tx.is_closed());
+        let before = self.waiting.len();
+        self.waiting.retain(|w| !w.tx.is_closed());
         self.stats
             .queued
-            .fetch_sub(before - self.pending.len(), Ordering::SeqCst);
+            .fetch_sub(before - self.waiting.len(), Ordering::SeqCst);
     }
 
     fn admit(&mut self) {
-        let n_vocab = self.model.n_vocab();
-        for (i, place) in self.slots.iter_mut().enumerate() {
-            if place.is_some() {
+        for i in 0..self.slots.len() {
+            if self.slots[i].is_some() {
                 continue;
             }
-            let Some(job) = self.pending.pop_front() else {
+            let Some(w) = self.waiting.pop_front() else {
                 break;
             };
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
             self.stats.active.fetch_add(1, Ordering::SeqCst);
-            *place = Some(Slot {
+            self.placed.insert(w.id, i);
+            let now = Instant::now();
+            self.slots[i] = Some(Slot {
+                id: w.id,
                 seq: i as i32,
-                sampler: sampler::build(&job.params, n_vocab),
-                stop: StopMatcher::new(job.params.stop.clone()),
-                job,
+                tx: w.tx,
+                ops: w.ops,
+                task: Task::Idle,
+                last: false,
+                feed: Vec::new(),
                 fed: 0,
                 n_past: 0,
-                next: None,
-                generated: 0,
-                utf8: Utf8Stream::default(),
+                carry: None,
                 logits_at: None,
-                admitted: Instant::now(),
-                first_token: None,
+                queued: now.duration_since(w.enqueued),
+                started: now,
             });
+        }
+    }
+
+    /// Idle slots take their session's next operation.
+    fn start_ops(&mut self) {
+        let n_vocab = self.model.n_vocab();
+        for i in 0..self.slots.len() {
+            let Some(slot) = self.slots[i].as_mut() else {
+                continue;
+            };
+            if !matches!(slot.task, Task::Idle) {
+                continue;
+            }
+            let Some(op) = slot.ops.pop_front() else {
+                continue;
+            };
+            let (append, last, completion) = match &op {
+                Op::Generate {
+                    append,
+                    params,
+                    last,
+                } => (append, *last, params.max_tokens.map_or(1, |m| m as usize)),
+                Op::Score { append, last, .. } => (append, *last, 0),
+            };
+            let mut feed: Vec<LlamaToken> = slot.carry.iter().copied().collect();
+            feed.extend_from_slice(append);
+            let prompt = slot.n_past as usize + feed.len();
+            let limit = self.ctx_per_slot as usize;
+            let error = if feed.is_empty() {
+                Some(EngineError::EmptyPrompt)
+            } else if prompt + completion > limit {
+                Some(EngineError::ContextLengthExceeded {
+                    limit,
+                    requested: prompt + completion,
+                    prompt,
+                    completion,
+                })
+            } else {
+                None
+            };
+            if let Some(e) = error {
+                let _ = slot.tx.send(Event::Error(e));
+                if last {
+                    self.release(i);
+                }
+                continue;
+            }
+            slot.carry = None;
+            slot.feed = feed;
+            slot.fed = 0;
+            slot.last = last;
+            slot.started = Instant::now();
+            slot.task = match op {
+                Op::Generate { params, .. } => Task::Generate(Box::new(Gen {
+                    sampler: sampler::build(&params, n_vocab),
+                    stop: StopMatcher::new(params.stop.clone()),
+                    params,
+                    generated: 0,
+                    utf8: Utf8Stream::default(),
+                    first_token: None,
+                })),
+                Op::Score { candidates, .. } => Task::Score(candidates),
+            };
         }
     }
 
@@ -191,10 +347,13 @@ impl<'m> Worker<'m> {
         self.batch.clear();
         let mut failed = None;
         let mut sequences = 0;
-        // Decoding slots first: one token each keeps their latency flat while prompts stream in.
+        // Generating slots first: one token each keeps their latency flat while prompts stream in.
         for slot in self.slots.iter_mut().flatten() {
             slot.logits_at = None;
-            if let Some(token) = slot.next.take() {
+            if !matches!(slot.task, Task::Generate(_)) || slot.fed < slot.feed.len() {
+                continue;
+            }
+            if let Some(token) = slot.carry.take() {
                 if let Err(e) = self.batch.add(token, slot.n_past, &[slot.seq], true) {
                     failed = Some(e.to_string());
                 }
@@ -204,19 +363,22 @@ impl<'m> Worker<'m> {
             }
         }
         for slot in self.slots.iter_mut().flatten() {
-            let prompt = &slot.job.prompt.tokens;
+            if matches!(slot.task, Task::Idle) || slot.fed == slot.feed.len() {
+                continue;
+            }
             let room = self.n_batch.saturating_sub(self.batch.n_tokens() as usize);
-            let take = (prompt.len() - slot.fed).min(room);
-            for (j, token) in prompt[slot.fed..slot.fed + take].iter().enumerate() {
-                let last = slot.fed + j + 1 == prompt.len();
-                if let Err(e) = self.batch.add(*token, slot.n_past, &[slot.seq], last) {
+            let take = (slot.feed.len() - slot.fed).min(room);
+            for j in 0..take {
+                let last = slot.fed + j + 1 == slot.feed.len();
+                let token = slot.feed[slot.fed + j];
+                if let Err(e) = self.batch.add(token, slot.n_past, &[slot.seq], last) {
                     failed = Some(e.to_string());
                 }
                 slot.n_past += 1;
             }
             slot.fed += take;
             sequences += usize::from(take > 0);
-            if take > 0 && slot.fed == prompt.len() {
+            if take > 0 && slot.fed == slot.feed.len() {
                 slot.logits_at = Some(self.batch.n_tokens() - 1);
             }
         }
@@ -232,44 +394,81 @@ impl<'m> Worker<'m> {
         };
         if let Err(message) = result {
             tracing::error!(%message, "decode step failed; failing the requests in it");
-            // The KV state of the batch's sequences is unknown: end every active request
-            // rather than risk wrong output (decode failures are exceptional).
+            // The KV state of the batch's sequences is unknown: end every session rather than
+            // risk wrong output (decode failures are exceptional).
             for i in 0..self.slots.len() {
                 if let Some(slot) = self.release(i) {
                     let _ = slot
-                        .job
                         .tx
                         .send(Event::Error(EngineError::Decode(message.clone())));
                 }
             }
             return;
         }
-        let vocab = self.model.vocab();
         for i in 0..self.slots.len() {
             let Some(slot) = self.slots[i].as_mut() else {
                 continue;
             };
             let Some(at) = slot.logits_at else { continue };
-            let token = slot.sampler.sample(&self.ctx, at);
-            self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
-            if let Some(reason) = on_token(slot, token, &vocab, self.ctx_per_slot) {
-                // Release first, so counters are settled by the time the client sees `Done`.
-                if let Some(mut slot) = self.release(i) {
-                    finish(&mut slot, reason);
+            let done = match &mut slot.task {
+                Task::Idle => None,
+                Task::Generate(gen) => {
+                    let token = gen.sampler.sample(&self.ctx, at);
+                    self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                    on_token(slot, token, &self.model.vocab(), self.ctx_per_slot)
+                        .map(|reason| finish(slot, reason))
                 }
+                Task::Score(candidates) => Some(Event::Scores {
+                    probs: probabilities(self.ctx.get_logits_ith(at), candidates),
+                }),
+            };
+            if let Some(event) = done {
+                self.complete(i, event);
             }
         }
+    }
+
+    /// Ends the slot's current task with its final event; one-shot slots are freed first, so
+    /// counters are settled by the time the client sees the event.
+    fn complete(&mut self, i: usize, event: Event) {
+        let Some(slot) = self.slots[i].as_mut() else {
+            return;
+        };
+        slot.task = Task::Idle;
+        slot.feed.clear();
+        slot.fed = 0;
+        let tx = slot.tx.clone();
+        if slot.last {
+            self.release(i);
+        }
+        let _ = tx.send(event);
     }
 
     /// Empties slot `i`: its KV cells are cleared and it counts as free again.
     fn release(&mut self, i: usize) -> Option<Slot> {
         let slot = self.slots[i].take()?;
+        self.placed.remove(&slot.id);
         if let Ok(seq) = u32::try_from(slot.seq) {
             let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
         }
         self.stats.active.fetch_sub(1, Ordering::SeqCst);
         Some(slot)
     }
+}
+
+/// Probability of each candidate token under the softmax over the whole vocabulary.
+fn probabilities(logits: &[f32], candidates: &[LlamaToken]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|l| f64::from(l - max).exp()).sum();
+    candidates
+        .iter()
+        .map(|t| {
+            usize::try_from(t.0)
+                .ok()
+                .and_then(|i| logits.get(i))
+                .map_or(0.0, |l| (f64::from(l - max).exp() / sum) as f32)
+        })
+        .collect()
 }
 
 /// Handles a sampled token: emits text, and says whether (and why) the generation ends.
@@ -279,58 +478,65 @@ fn on_token(
     vocab: &LlamaVocab<'_>,
     ctx_per_slot: i32,
 ) -> Option<FinishReason> {
-    slot.generated += 1;
-    slot.first_token.get_or_insert_with(Instant::now);
-    if vocab.is_eog(token) && !slot.job.params.ignore_eos {
+    let Task::Generate(gen) = &mut slot.task else {
+        return None;
+    };
+    gen.generated += 1;
+    gen.first_token.get_or_insert_with(Instant::now);
+    if vocab.is_eog(token) && !gen.params.ignore_eos {
+        // An end-of-turn token never goes into the KV cache: a later operation continues the turn.
         return Some(FinishReason::Stop);
     }
+    // Fed at the next step, or first by the session's next operation.
+    slot.carry = Some(token);
     let piece = vocab.token_to_piece(token, false, None);
-    let text = slot.utf8.push(&piece);
-    let out = slot.stop.push(&text);
+    let text = gen.utf8.push(&piece);
+    let out = gen.stop.push(&text);
     if !out.text.is_empty() {
-        let _ = slot.job.tx.send(Event::Text(out.text));
+        let _ = slot.tx.send(Event::Text(out.text));
     }
     if out.stopped {
         return Some(FinishReason::Stop);
     }
-    let at_max = slot
-        .job
+    let at_max = gen
         .params
         .max_tokens
-        .is_some_and(|m| slot.generated >= m as usize);
+        .is_some_and(|m| gen.generated >= m as usize);
     // The sampled token still needs a position when fed back.
     if at_max || slot.n_past + 1 > ctx_per_slot {
         return Some(FinishReason::Length);
     }
-    slot.next = Some(token);
     None
 }
 
-/// Flushes held text and sends the final event.
-fn finish(slot: &mut Slot, mut reason: FinishReason) {
-    let tail = slot.utf8.finish();
-    let out = slot.stop.push(&tail);
+/// Flushes held text and builds the final event of a generation.
+fn finish(slot: &mut Slot, mut reason: FinishReason) -> Event {
+    let Task::Generate(gen) = &mut slot.task else {
+        return Event::Error(EngineError::Decode("no generation to finish".into()));
+    };
+    let tail = gen.utf8.finish();
+    let out = gen.stop.push(&tail);
     let mut text = out.text;
     if out.stopped {
         reason = FinishReason::Stop;
     } else {
-        text.push_str(&slot.stop.finish());
+        text.push_str(&gen.stop.finish());
     }
     if !text.is_empty() {
-        let _ = slot.job.tx.send(Event::Text(text));
+        let _ = slot.tx.send(Event::Text(text));
     }
     let now = Instant::now();
-    let first = slot.first_token.unwrap_or(now);
-    let _ = slot.job.tx.send(Event::Done {
+    let first = gen.first_token.unwrap_or(now);
+    Event::Done {
         finish_reason: reason,
         usage: Usage {
-            prompt_tokens: slot.job.prompt.len(),
-            completion_tokens: slot.generated,
+            prompt_tokens: slot.feed.len(),
+            completion_tokens: gen.generated,
         },
         timings: Timings {
-            queued: slot.admitted.duration_since(slot.job.enqueued),
-            prefill: first.duration_since(slot.admitted),
+            queued: std::mem::take(&mut slot.queued),
+            prefill: first.duration_since(slot.started),
             decode: now.duration_since(first),
         },
-    });
+    }
 }

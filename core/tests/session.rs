@@ -1,0 +1,162 @@
+//! Sessions against the real default model: continuing a turn equals generating it in one go,
+//! next-token scores agree with greedy decoding, and a session holds its slot until dropped.
+
+use std::path::PathBuf;
+
+use cada_core::{
+    ChatMessage, ChatRole, Engine, EngineConfig, EngineError, Event, GenerationParams, Registry,
+    Session,
+};
+
+fn engine(slots: usize, ctx: u32) -> Engine {
+    let registry =
+        Registry::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/registry.toml"))
+            .expect("registry");
+    let mut c = EngineConfig::new(registry.resolve_chat(None).expect("default model").path);
+    c.n_slots = slots;
+    c.ctx_per_slot = ctx;
+    Engine::load(c).expect("engine loads")
+}
+
+fn greedy(max_tokens: u32) -> GenerationParams {
+    GenerationParams {
+        temperature: 0.0,
+        max_tokens: Some(max_tokens),
+        ..GenerationParams::default()
+    }
+}
+
+fn text_of(session: &mut Session) -> String {
+    let mut text = String::new();
+    loop {
+        match session.next_blocking().expect("event") {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done { .. } => return text,
+            Event::Error(e) => panic!("{e}"),
+            Event::Scores { .. } => panic!("scores during a generation"),
+        }
+    }
+}
+
+fn question(engine: &Engine, q: &str) -> cada_core::Prompt {
+    engine
+        .chat_prompt(&[ChatMessage::new(ChatRole::User, q)])
+        .expect("prompt")
+}
+
+#[test]
+fn continuing_a_session_equals_one_generation() {
+    let engine = engine(1, 512);
+    let prompt = question(&engine, "Tell me about the ocean.");
+    let mut whole = engine.session().expect("session");
+    whole
+        .generate(prompt.clone(), greedy(24), true)
+        .expect("op");
+    let expected = text_of(&mut whole);
+
+    let mut parts = engine.session().expect("session");
+    parts.generate(prompt, greedy(12), false).expect("op");
+    let first = text_of(&mut parts);
+    // Nothing appended: the last sampled token is fed first, and decoding carries on.
+    parts
+        .generate(engine.tokens(""), greedy(12), true)
+        .expect("op");
+    let second = text_of(&mut parts);
+    assert_eq!(format!("{first}{second}"), expected);
+}
+
+#[test]
+fn scores_agree_with_greedy_decoding_and_forced_text_steers() {
+    let engine = engine(1, 512);
+    let prompt = question(&engine, "What is the capital of France?");
+    let mut greedy_session = engine.session().expect("session");
+    greedy_session
+        .generate(prompt.clone(), greedy(1), true)
+        .expect("op");
+    let first_word = text_of(&mut greedy_session);
+
+    let candidates = [
+        engine.tokens(&first_word),
+        engine.tokens(" zebra"),
+        engine.tokens(" 1984"),
+    ];
+    let mut s = engine.session().expect("session");
+    let probs = s
+        .score_blocking(prompt, &candidates, false)
+        .expect("scores");
+    assert_eq!(probs.len(), 3);
+    assert!(probs.iter().all(|p| (0.0..=1.0).contains(p)));
+    assert!(
+        probs[0] > probs[1] && probs[0] > probs[2],
+        "{first_word:?}: {probs:?}"
+    );
+    // Forced text continues the same sequence: after "The capital of France is", Paris wins.
+    let probs = s
+        .score_blocking(
+            engine.tokens("The capital of France is"),
+            &[engine.tokens(" Paris"), engine.tokens(" London")],
+            false,
+        )
+        .expect("scores");
+    assert!(probs[0] > 0.3 && probs[0] > 5.0 * probs[1], "{probs:?}");
+    s.generate(engine.tokens(" Paris."), greedy(8), true)
+        .expect("op");
+    let _ = text_of(&mut s);
+    assert!(matches!(
+        s.generate(engine.tokens("more"), greedy(1), true),
+        Err(EngineError::ShutDown)
+    ));
+}
+
+#[test]
+fn a_session_holds_its_slot_until_dropped() {
+    let engine = engine(1, 256);
+    let mut holder = engine.session().expect("session");
+    holder
+        .generate(question(&engine, "Hi"), greedy(2), false)
+        .expect("op");
+    let _ = text_of(&mut holder);
+    assert_eq!(
+        engine
+            .stats()
+            .active
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // A second request waits: the only slot is held by the idle session.
+    let mut waiting = engine
+        .generate(question(&engine, "Hello"), greedy(2))
+        .expect("queued");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        engine
+            .stats()
+            .queued
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    drop(holder);
+    loop {
+        if let Event::Done { .. } = waiting.next_blocking().expect("event") {
+            break;
+        }
+    }
+}
+
+#[test]
+fn an_operation_past_the_context_fails_without_ending_the_session() {
+    let engine = engine(1, 64);
+    let mut s = engine.session().expect("session");
+    s.generate(question(&engine, "Hi"), greedy(4), false)
+        .expect("op");
+    let _ = text_of(&mut s);
+    let long = engine.tokens(&"word ".repeat(80));
+    s.generate(long, greedy(4), false).expect("op sent");
+    match s.next_blocking().expect("event") {
+        Event::Error(EngineError::ContextLengthExceeded { limit, .. }) => assert_eq!(limit, 64),
+        other => panic!("expected a context error, got {other:?}"),
+    }
+    s.generate(engine.tokens(" ok"), greedy(2), true)
+        .expect("op");
+    let _ = text_of(&mut s);
+}

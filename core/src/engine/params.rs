@@ -94,6 +94,8 @@ pub enum Event {
     Text(String),
     Done {
         finish_reason: FinishReason,
+        /// The stop sequence that ended the generation, when one did.
+        stop: Option<String>,
         usage: Usage,
         timings: Timings,
     },

@@ -55,6 +55,8 @@ impl Utf8Stream {
 pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
+    /// The stop sequence that ended the text, once one has.
+    matched: Option<String>,
 }
 
 /// Result of feeding text to a [`StopMatcher`].
@@ -71,7 +73,13 @@ impl StopMatcher {
         Self {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             held: String::new(),
+            matched: None,
         }
+    }
+
+    /// The stop sequence that was found, if any (the earliest in the text; the longest on a tie).
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.as_deref()
     }
 
     pub fn push(&mut self, text: &str) -> StopOutcome {
@@ -82,12 +90,13 @@ impl StopMatcher {
                 stopped: false,
             };
         }
-        if let Some(pos) = self
+        if let Some((pos, stop)) = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
+            .filter_map(|s| self.held.find(s.as_str()).map(|p| (p, s)))
+            .min_by(|a, b| a.0.cmp(&b.0).then(b.1.len().cmp(&a.1.len())))
         {
+            self.matched = Some(stop.clone());
             let text = self.held[..pos].to_string();
             self.held.clear();
             return StopOutcome {

@@ -529,6 +529,7 @@ fn finish(slot: &mut Slot, mut reason: FinishReason) -> Event {
     let first = gen.first_token.unwrap_or(now);
     Event::Done {
         finish_reason: reason,
+        stop: gen.stop.matched().map(str::to_owned),
         usage: Usage {
             prompt_tokens: slot.feed.len(),
             completion_tokens: gen.generated,

@@ -9,7 +9,6 @@ pub(super) fn encode(embedding: &[f32]) -> Vec<u8> {
 }
 
 /// An embedding back from its BLOB.
-#[cfg(test)]
 pub(super) fn decode(blob: &[u8]) -> Result<Vec<f32>, StoreError> {
     if blob.len() % 4 != 0 {
         return Err(StoreError::corrupt(format!(

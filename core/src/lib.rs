@@ -1,10 +1,12 @@
 //! Code both cada binaries need: the model registry, the llama.cpp engine (continuous batching
-//! on its own thread, safe chat-template rendering) and the safety policy with its formats.
+//! on its own thread, safe chat-template rendering), the safety policy with its formats, and the
+//! case store the gateway logs borderline exchanges to for review and retraining.
 
 pub mod embed;
 pub mod engine;
 pub mod policy;
 pub mod registry;
+pub mod store;
 
 pub use engine::{
     llama_backend, ChatMessage, ChatRole, Engine, EngineConfig, EngineError, EngineStats, Event,

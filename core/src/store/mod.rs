@@ -1,0 +1,54 @@
+//! The case store: borderline exchanges the gateway logs as cases for safety teams to review and
+//! the trainer to retrain on, plus recent response records so users can send feedback on an
+//! answer. The types here are plain and backend-neutral; the embedded SQLite backend is
+//! [`CaseStore`], and [`StoreHandle`] runs it on its own thread for async callers.
+
+mod embedding;
+mod error;
+mod export;
+mod feedback;
+mod handle;
+mod record;
+pub mod redact;
+mod schema;
+mod sqlite;
+#[cfg(test)]
+mod testutil;
+
+pub use error::StoreError;
+pub use export::{export_jsonl, read_training_jsonl, ExportFilter, TrainingCase, TrainingSource};
+pub use feedback::{majority_label, FeedbackEntry, FeedbackLabel, FeedbackOutcome, NewFeedback};
+pub use handle::{StoreHandle, StoreStats, DEFAULT_QUEUE_CAPACITY};
+pub use record::{
+    CaseFilter, CaseStatus, Logged, NewCase, PrecedentRef, ResponseRecord, StoreCounts, StoredCase,
+    MAX_LIST_LIMIT,
+};
+pub use redact::{RedactionConfig, Redactor};
+pub use sqlite::CaseStore;
+
+/// How a store merges cases and how long it keeps response records.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Cosine similarity at or above which a new case merges into a pending one instead of
+    /// adding a row: reviewers see one case with an occurrence count, not a flood of
+    /// near-identical requests. Above 1 nothing merges.
+    pub merge_threshold: f32,
+    /// Most response records kept (newest win); feedback on older responses is `not_found`.
+    pub response_retention: usize,
+    /// Age in seconds beyond which response records are dropped, however few there are.
+    pub response_max_age_secs: u64,
+    /// How long a writer waits for another connection's lock before failing with `busy`.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            merge_threshold: 0.92,
+            response_retention: 10_000,
+            response_max_age_secs: 7 * 24 * 3600,
+            busy_timeout_ms: 5_000,
+        }
+    }
+}

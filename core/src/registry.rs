@@ -201,6 +201,38 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Resolves an embedding model (`None`: the registry's default) to the directory holding
+    /// its files, checking that every file is present and, with `check_digest`, its sha256.
+    pub fn resolve_embedding(
+        &self,
+        id: Option<&str>,
+        check_digest: bool,
+    ) -> Result<PathBuf, RegistryError> {
+        let name = id
+            .or(self.default_embedding.as_deref())
+            .ok_or_else(|| RegistryError::UnknownModel("(no default embedding model)".into()))?;
+        let entry = self
+            .entry(name)
+            .filter(|e| e.kind == ModelKind::Embedding)
+            .ok_or_else(|| RegistryError::UnknownModel(name.to_string()))?;
+        let mut dir = None;
+        for file in &entry.files {
+            let model = ResolvedModel {
+                id: entry.id.clone(),
+                path: self.file_path(file),
+                sha256: Some(file.sha256.clone()),
+            };
+            model.verify(check_digest)?;
+            dir = model.path.parent().map(Path::to_path_buf);
+        }
+        dir.ok_or(RegistryError::NoFile {
+            id: entry.id.clone(),
+            kind: "embedding",
+        })
+    }
+}
+
 /// Resolves a model given as a file path; its id is the file stem.
 pub fn resolve_path(path: &str) -> Result<ResolvedModel, RegistryError> {
     let p = Path::new(path);

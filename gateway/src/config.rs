@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+
+pub use crate::safety::{Mode, SafetyConfig, StoreSection};
 use serde::Deserialize;
 
 /// Everything the gateway needs to run.
@@ -26,6 +28,21 @@ pub struct Config {
     pub log_format: LogFormat,
     pub engine: EngineSection,
     pub limits: Limits,
+    pub safety: SafetyConfig,
+    pub store: StoreSection,
+    /// Key for `/admin/` endpoints (`Authorization: Bearer ...`); unset leaves them open.
+    pub admin_key: Option<Secret>,
+}
+
+/// A secret from the configuration: never shown by `Debug`, so never logged.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// How the model runs.
@@ -80,6 +97,9 @@ impl Default for Config {
             log_format: LogFormat::Text,
             engine: EngineSection::default(),
             limits: Limits::default(),
+            safety: SafetyConfig::default(),
+            store: StoreSection::default(),
+            admin_key: None,
         }
     }
 }
@@ -168,6 +188,35 @@ impl Config {
         if self.limits.max_tokens > self.engine.ctx_per_slot {
             return bad("limits.max_tokens", "must not exceed engine.ctx_per_slot");
         }
+        let s = &self.safety;
+        if s.top_k == 0 || s.top_k > 32 {
+            return bad("safety.top_k", "must be between 1 and 32");
+        }
+        if s.max_reasoning_tokens == 0 || s.max_reasoning_tokens >= self.engine.ctx_per_slot {
+            return bad(
+                "safety.max_reasoning_tokens",
+                "must be positive and below engine.ctx_per_slot",
+            );
+        }
+        let [low, high] = s.confidence_band;
+        if !(0.0..=1.0).contains(&low) || !(0.0..=1.0).contains(&high) || low > high {
+            return bad(
+                "safety.confidence_band",
+                "must be [low, high] with 0 <= low <= high <= 1",
+            );
+        }
+        if !(0.0..=1.0).contains(&s.adaptive_threshold) {
+            return bad("safety.adaptive_threshold", "must be between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&s.adaptive_probe_weight) {
+            return bad("safety.adaptive_probe_weight", "must be between 0 and 1");
+        }
+        if s.refusal_message.trim().is_empty() {
+            return bad("safety.refusal_message", "must not be empty");
+        }
+        if !(0.0..=1.0).contains(&self.store.cases.merge_threshold) {
+            return bad("store.cases.merge_threshold", "must be between 0 and 1");
+        }
         Ok(())
     }
 
@@ -229,6 +278,18 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "CADA_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Default safety mode: off, cases, trained or adaptive (requests may override it).
+    #[arg(long, env = "CADA_SAFETY_MODE", value_enum)]
+    pub safety_mode: Option<Mode>,
+    /// Directory with the safety codes and case library.
+    #[arg(long, env = "CADA_POLICY_DIR")]
+    pub policy_dir: Option<PathBuf>,
+    /// Data directory: case store and caches.
+    #[arg(long, env = "CADA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Key required by the /admin/ review endpoints (sent as `Authorization: Bearer KEY`).
+    #[arg(long, env = "CADA_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
 }
 
 impl Cli {
@@ -270,6 +331,18 @@ impl Cli {
         }
         if let Some(v) = self.log_format {
             c.log_format = v;
+        }
+        if let Some(v) = self.safety_mode {
+            c.safety.mode = v;
+        }
+        if let Some(v) = self.policy_dir {
+            c.safety.policy_dir = v;
+        }
+        if let Some(v) = self.data_dir {
+            c.store.data_dir = v;
+        }
+        if let Some(v) = self.admin_key {
+            c.admin_key = Some(Secret(v));
         }
         c.validate()?;
         Ok(c)

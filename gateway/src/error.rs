@@ -1,6 +1,7 @@
 //! Every gateway error, mapped to HTTP in one place: OpenAI's error body
 //! `{"error": {"message", "type", "param", "code"}}` with a stable `code` that metrics reuse.
 
+use cada_core::store::StoreError;
 use cada_core::EngineError;
 use hyper::StatusCode;
 use serde_json::json;
@@ -174,6 +175,43 @@ impl From<EngineError> for ApiError {
             param: param.map(str::to_string),
             message: e.to_string(),
         }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match e {
+            StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+            StoreError::Invalid(_) | StoreError::Jsonl { .. } => StatusCode::BAD_REQUEST,
+            StoreError::Busy | StoreError::Overloaded { .. } | StoreError::ShutDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let kind = if status.is_client_error() {
+            INVALID
+        } else {
+            "server_error"
+        };
+        Self::new(status, kind, e.code(), e.to_string())
+    }
+}
+
+impl ApiError {
+    /// The same error with a message written for this endpoint.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    /// 401 for admin endpoints without the admin key.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            INVALID,
+            "invalid_api_key",
+            "This endpoint needs the admin key: send `Authorization: Bearer <admin key>`.",
+        )
     }
 }
 

@@ -1,62 +1,248 @@
-//! Runs one generation for either endpoint and turns its events into a complete response or
-//! an SSE stream. Dropping the stream (client gone) drops the generation, which frees its slot.
+//! Turns a response's events ([`Out`]) into a complete JSON object or an SSE stream, for plain
+//! and deliberated requests alike: reasoning goes to `reasoning_content` only when asked for and
+//! allowed, never into `content`; the decision becomes headers and the `cada` extension; when the
+//! response ends, the [`Finisher`] records it and logs it as a case if it was borderline.
+//! Dropping the stream (client gone) drops the source, which frees the engine slot.
 
 use std::convert::Infallible;
-use std::time::Instant;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use cada_core::{Event, Generation, Usage};
+use cada_core::policy::refusal::{self, Refusal};
+use cada_core::store::{NewCase, ResponseRecord};
+use cada_core::{ChatMessage, Usage};
 use futures_util::stream;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-
-use cada_core::{Engine, Prompt};
+use hyper::header::HeaderValue;
+use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::openai::response::{Envelope, Shape};
-use crate::openai::sampling::Common;
+use crate::openai::response::Envelope;
+use crate::safety::deliberate::{Out, Source};
+use crate::safety::{Decision, Safety};
 use crate::server::{json_response, sse_response, Body, Response};
 use crate::sse;
 
-/// Starts the generation and answers with a stream or a complete object, as the request asked.
-pub async fn respond(
-    engine: &Engine,
-    prompt: Prompt,
-    common: Common,
-    shape: Shape,
-) -> Result<Response, ApiError> {
-    let generation = engine.generate(prompt, common.params)?;
-    let envelope = Envelope::new(shape, &common.model, common.include_usage);
-    if common.stream {
-        Ok(sse_response(stream(generation, envelope)))
-    } else {
-        complete(generation, envelope).await
+/// Records a finished response and logs it as a case when borderline.
+#[derive(Debug)]
+pub struct Finisher {
+    pub safety: Arc<Safety>,
+    pub request_id: String,
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+}
+
+/// What a finished response looked like, for the `cada` extension.
+struct Verdicts {
+    borderline: Vec<String>,
+    refusal: Refusal,
+}
+
+impl Finisher {
+    fn finish(
+        &self,
+        envelope: &Envelope,
+        decision: &Decision,
+        reasoning: &str,
+        answer: &str,
+    ) -> Verdicts {
+        let s = &self.safety;
+        let refusal = refusal::detect(answer);
+        let borderline = if decision.verdict.is_some() || decision.embedding.is_some() {
+            decision.borderline(refusal, s.config.confidence_band)
+        } else {
+            Vec::new()
+        };
+        let mut messages = serde_json::to_value(
+            self.messages
+                .iter()
+                .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or(Value::Null);
+        s.redactor.redact_value(&mut messages);
+        let record = ResponseRecord {
+            response_id: envelope.id.clone(),
+            request_id: self.request_id.clone(),
+            created: envelope.created as i64,
+            model: self.model.clone(),
+            adapter: None,
+            policy_version: s.policy.version.clone(),
+            mode: decision.mode.map_or("off", |m| m.as_str()).to_owned(),
+            messages,
+            request: s
+                .redactor
+                .redact(&crate::safety::deliberate::last_user_text(&self.messages)),
+            reasoning: (!reasoning.is_empty()).then(|| s.redactor.redact(reasoning)),
+            answer: s.redactor.redact(answer),
+            verdict: decision.verdict,
+            verdict_probability: decision.probability,
+            precedents: decision.precedents.clone(),
+            embedding: decision.embedding.clone(),
+        };
+        match (&decision.embedding, borderline.is_empty()) {
+            (Some(_), false) => {
+                tracing::info!(request_id = %self.request_id, reasons = ?borderline, "borderline request logged as a case");
+                s.store.record_response_detached(record.clone());
+                s.store
+                    .log_case_detached(NewCase::from_record(record, borderline.clone()));
+            }
+            _ => s.store.record_response_detached(record),
+        }
+        Verdicts {
+            borderline,
+            refusal,
+        }
     }
 }
 
-/// Waits for the whole generation and answers one JSON object.
-pub async fn complete(
-    mut generation: Generation,
-    envelope: Envelope,
-) -> Result<Response, ApiError> {
-    let mut text = String::new();
-    let started = Instant::now();
+/// A response in the making.
+#[derive(Debug)]
+pub struct Reply {
+    pub source: Source,
+    pub envelope: Envelope,
+    /// Reasoning is sent as `reasoning_content` (asked for and allowed).
+    pub include_reasoning: bool,
+    pub finisher: Option<Finisher>,
+    /// Version stamped in headers and the `cada` extension.
+    pub policy_version: Option<String>,
+}
+
+/// Answers with a stream or one JSON object. Errors before any output become HTTP errors.
+pub async fn respond(mut reply: Reply, stream: bool) -> Result<Response, ApiError> {
+    // Wait for the decision unless reasoning is to be streamed as it comes.
+    let mut early = Vec::new();
+    let mut decision = None;
     loop {
-        match generation.next().await {
-            Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Done {
-                finish_reason,
+        match reply.source.next().await {
+            Some(Out::Error(e)) => return Err(e),
+            None => return Err(engine_gone()),
+            Some(Out::Decided(d)) => {
+                decision = Some(d);
+                break;
+            }
+            Some(out) => {
+                let streamed_reasoning = stream && reply.include_reasoning;
+                early.push(out);
+                if streamed_reasoning {
+                    break;
+                }
+            }
+        }
+    }
+    let headers = decision_headers(decision.as_deref(), reply.policy_version.as_deref());
+    let mut st = State {
+        reply,
+        decision,
+        early: early.into(),
+        reasoning: String::new(),
+        answer: String::new(),
+        phase: Phase::Start,
+    };
+    let mut resp = if stream {
+        sse_response(into_stream(st))
+    } else {
+        complete(&mut st).await?
+    };
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    Ok(resp)
+}
+
+fn decision_headers(
+    decision: Option<&Decision>,
+    policy: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut h = Vec::new();
+    if let Some(policy) = policy {
+        h.push(("x-cada-policy-version", policy.to_owned()));
+        let verdict = match decision {
+            Some(d) => d.verdict.map_or("none", |v| v.as_str()),
+            None => "deferred",
+        };
+        h.push(("x-cada-verdict", verdict.to_owned()));
+        if let Some(mode) = decision.and_then(|d| d.mode) {
+            h.push(("x-cada-safety-mode", mode.as_str().to_owned()));
+        }
+    }
+    h
+}
+
+struct State {
+    reply: Reply,
+    decision: Option<Box<Decision>>,
+    /// Events read before the response started.
+    early: std::collections::VecDeque<Out>,
+    reasoning: String,
+    answer: String,
+    phase: Phase,
+}
+
+impl State {
+    async fn next(&mut self) -> Option<Out> {
+        match self.early.pop_front() {
+            Some(out) => Some(out),
+            None => self.reply.source.next().await,
+        }
+    }
+
+    /// The `cada` extension, recording the response first when it has a finisher.
+    fn finish(&self) -> Option<Value> {
+        let f = self.reply.finisher.as_ref()?;
+        let decision = self.decision.as_deref().cloned().unwrap_or_default();
+        let v = f.finish(
+            &self.reply.envelope,
+            &decision,
+            &self.reasoning,
+            &self.answer,
+        );
+        Some(decision.to_json(
+            self.reply.policy_version.as_deref().unwrap_or(""),
+            &v.borderline,
+            Some(v.refusal),
+        ))
+    }
+}
+
+fn usage_json(usage: Usage, reasoning_tokens: usize) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
+    })
+}
+
+/// Waits for the whole response and answers one JSON object.
+async fn complete(st: &mut State) -> Result<Response, ApiError> {
+    loop {
+        match st.next().await {
+            Some(Out::Reasoning(t)) => st.reasoning.push_str(&t),
+            Some(Out::Content(t)) => st.answer.push_str(&t),
+            Some(Out::Decided(d)) => st.decision = Some(d),
+            Some(Out::Done {
+                finish,
                 usage,
-                timings,
+                reasoning_tokens,
             }) => {
-                tracing::debug!(id = %envelope.id, completion_tokens = usage.completion_tokens,
-                    queued_ms = timings.queued.as_millis() as u64, prefill_ms = timings.prefill.as_millis() as u64,
-                    decode_ms = timings.decode.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64, "completed");
-                let body = envelope.complete(&text, finish_reason, usage);
+                let env = &st.reply.envelope;
+                let mut body = env.complete(&st.answer, finish, usage);
+                body["usage"] = usage_json(usage, reasoning_tokens);
+                if st.reply.include_reasoning {
+                    body["choices"][0]["message"]["reasoning_content"] =
+                        Value::String(st.reasoning.clone());
+                }
+                if let Some(ext) = st.finish() {
+                    body["cada"] = ext;
+                }
                 return Ok(json_response(hyper::StatusCode::OK, &body));
             }
-            Some(Event::Error(e)) => return Err(e.into()),
-            Some(Event::Scores { .. }) | None => return Err(engine_gone()),
+            Some(Out::Error(e)) => return Err(e),
+            None => return Err(engine_gone()),
         }
     }
 }
@@ -69,69 +255,75 @@ fn engine_gone() -> ApiError {
 enum Phase {
     Start,
     Body,
-    Usage(Usage),
+    Usage(Usage, usize),
     Done,
     End,
 }
 
-struct StreamState {
-    generation: Generation,
-    envelope: Envelope,
-    phase: Phase,
-}
-
-/// Streams the generation as SSE chunks, ending with `data: [DONE]`.
-pub fn stream(generation: Generation, envelope: Envelope) -> Body {
-    let state = StreamState {
-        generation,
-        envelope,
-        phase: Phase::Start,
-    };
-    let events = stream::unfold(state, |mut st| async move {
+fn into_stream(st: State) -> Body {
+    let events = stream::unfold(st, |mut st| async move {
         let bytes = next_frame(&mut st).await?;
         Some((Ok::<_, Infallible>(Frame::data(bytes)), st))
     });
     StreamBody::new(events).boxed()
 }
 
-async fn next_frame(st: &mut StreamState) -> Option<Bytes> {
+async fn next_frame(st: &mut State) -> Option<Bytes> {
     loop {
         match std::mem::replace(&mut st.phase, Phase::End) {
             Phase::Start => {
                 st.phase = Phase::Body;
-                if let Some(chunk) = st.envelope.role_chunk() {
+                if let Some(chunk) = st.reply.envelope.role_chunk() {
                     return Some(sse::event(&chunk));
                 }
             }
-            Phase::Body => match st.generation.next().await {
-                Some(Event::Text(t)) => {
-                    st.phase = Phase::Body;
-                    return Some(sse::event(&st.envelope.text_chunk(&t)));
+            Phase::Body => {
+                st.phase = Phase::Body;
+                match st.next().await {
+                    Some(Out::Reasoning(t)) => {
+                        st.reasoning.push_str(&t);
+                        if st.reply.include_reasoning {
+                            let mut chunk = st.reply.envelope.text_chunk("");
+                            chunk["choices"][0]["delta"] = json!({"reasoning_content": t});
+                            return Some(sse::event(&chunk));
+                        }
+                    }
+                    Some(Out::Decided(d)) => st.decision = Some(d),
+                    Some(Out::Content(t)) => {
+                        st.answer.push_str(&t);
+                        return Some(sse::event(&st.reply.envelope.text_chunk(&t)));
+                    }
+                    Some(Out::Done {
+                        finish,
+                        usage,
+                        reasoning_tokens,
+                    }) => {
+                        st.phase = if st.reply.envelope.include_usage {
+                            Phase::Usage(usage, reasoning_tokens)
+                        } else {
+                            Phase::Done
+                        };
+                        let mut chunk = st.reply.envelope.finish_chunk(finish);
+                        if let Some(ext) = st.finish() {
+                            chunk["cada"] = ext;
+                        }
+                        return Some(sse::event(&chunk));
+                    }
+                    Some(Out::Error(e)) => {
+                        st.phase = Phase::Done;
+                        return Some(sse::event(&e.body()));
+                    }
+                    None => {
+                        st.phase = Phase::Done;
+                        return Some(sse::event(&engine_gone().body()));
+                    }
                 }
-                Some(Event::Done {
-                    finish_reason,
-                    usage,
-                    ..
-                }) => {
-                    st.phase = if st.envelope.include_usage {
-                        Phase::Usage(usage)
-                    } else {
-                        Phase::Done
-                    };
-                    return Some(sse::event(&st.envelope.finish_chunk(finish_reason)));
-                }
-                Some(Event::Error(e)) => {
-                    st.phase = Phase::Done;
-                    return Some(sse::event(&ApiError::from(e).body()));
-                }
-                Some(Event::Scores { .. }) | None => {
-                    st.phase = Phase::Done;
-                    return Some(sse::event(&engine_gone().body()));
-                }
-            },
-            Phase::Usage(usage) => {
+            }
+            Phase::Usage(usage, reasoning_tokens) => {
                 st.phase = Phase::Done;
-                return Some(sse::event(&st.envelope.usage_chunk(usage)));
+                let mut chunk = st.reply.envelope.usage_chunk(usage);
+                chunk["usage"] = usage_json(usage, reasoning_tokens);
+                return Some(sse::event(&chunk));
             }
             Phase::Done => {
                 st.phase = Phase::End;

@@ -6,6 +6,7 @@ pub mod error;
 pub mod generate;
 pub mod openai;
 pub mod routes;
+pub mod safety;
 pub mod server;
 pub mod sse;
 pub mod state;
@@ -26,4 +27,6 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Internal(String),
+    #[error("safety: {0}")]
+    Safety(String),
 }

@@ -23,6 +23,10 @@ use crate::state::AppState;
 use crate::GatewayError;
 
 pub type Incoming = hyper::body::Incoming;
+
+/// The id stamped on a request and its response (`x-request-id`), for handlers that record it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
 pub type Body = BoxBody<Bytes, Infallible>;
 pub type Response = hyper::Response<Body>;
 
@@ -32,6 +36,13 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response 
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A plain-text (or other text) response; callers set the content type.
+pub fn text_response(status: StatusCode, text: String) -> Response {
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(text)).boxed());
+    *resp.status_mut() = status;
     resp
 }
 
@@ -94,9 +105,10 @@ async fn discard(mut body: Incoming) {
     let _ = tokio::time::timeout(DISCARD_TIMEOUT, drain).await;
 }
 
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response, Infallible> {
+async fn handle(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<Response, Infallible> {
     let started = Instant::now();
     let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let mut resp = match routes::route(state, req).await {
@@ -124,6 +136,9 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let grace = config.shutdown_grace();
     let header_timeout = Duration::from_secs(config.limits.header_timeout_secs.max(1));
+    if config.admin_key.is_none() {
+        tracing::warn!("no admin key configured: the /admin/ review endpoints are open to anyone who can reach this address (set --admin-key or CADA_ADMIN_KEY)");
+    }
     let state = Arc::new(AppState::new(config));
     let mut loader = {
         let state = Arc::clone(&state);

@@ -2,13 +2,14 @@
 //! model has loaded (until then `/readyz` and inference answer 503).
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use cada_core::registry::resolve_path;
 use cada_core::{Engine, EngineConfig, Registry};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::safety::Safety;
 use crate::GatewayError;
 
 /// The loaded model and the name clients address it by.
@@ -22,6 +23,7 @@ pub struct Served {
 pub struct AppState {
     pub config: Config,
     served: OnceLock<Served>,
+    safety: OnceLock<Arc<Safety>>,
 }
 
 impl AppState {
@@ -29,12 +31,19 @@ impl AppState {
         Self {
             config,
             served: OnceLock::new(),
+            safety: OnceLock::new(),
         }
     }
 
     /// The served model, once loaded.
     pub fn served(&self) -> Option<&Served> {
-        self.served.get()
+        // Ready only once the safety layer is loaded too.
+        self.safety.get().and(self.served.get())
+    }
+
+    /// Policy, retrieval and case store, once loaded.
+    pub fn safety(&self) -> Option<&Arc<Safety>> {
+        self.safety.get()
     }
 
     /// The engine for a request naming `model`: 503 while loading, 404 for another model.
@@ -49,10 +58,11 @@ impl AppState {
     /// Resolves, verifies and loads the configured model. Blocking.
     pub fn load(&self) -> Result<(), GatewayError> {
         let c = &self.config;
+        let registry = Registry::load(&c.registry)?;
+        let safety = Safety::load(&c.safety, &c.store, &registry, c.verify_sha256)?;
         let resolved = if !c.model.is_empty() && Path::new(&c.model).is_file() {
             resolve_path(&c.model)?
         } else {
-            let registry = Registry::load(&c.registry)?;
             registry.resolve_chat((!c.model.is_empty()).then_some(c.model.as_str()))?
         };
         resolved.verify(c.verify_sha256)?;
@@ -77,6 +87,7 @@ impl AppState {
             "model loaded"
         );
         let _ = self.served.set(Served { name, engine });
+        let _ = self.safety.set(safety);
         Ok(())
     }
 }

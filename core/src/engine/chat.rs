@@ -48,6 +48,11 @@ pub struct Prompt {
 }
 
 impl Prompt {
+    /// Appends another prompt's tokens (forced text after a rendered conversation).
+    pub fn extend(&mut self, other: &Prompt) {
+        self.tokens.extend_from_slice(&other.tokens);
+    }
+
     pub fn len(&self) -> usize {
         self.tokens.len()
     }

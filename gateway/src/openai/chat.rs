@@ -6,12 +6,17 @@ use serde_json::Value;
 use super::fields::Fields;
 use super::sampling::Common;
 use crate::error::ApiError;
+use crate::safety::Mode;
 
 /// A validated chat completion request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
     pub common: Common,
     pub messages: Vec<ChatMessage>,
+    /// Extension: the safety mode for this request (`off`, `cases`, `trained`, `adaptive`).
+    pub safety_mode: Option<Mode>,
+    /// Extension: return the deliberation as `reasoning_content`.
+    pub include_reasoning: bool,
 }
 
 impl ChatRequest {
@@ -61,7 +66,17 @@ impl ChatRequest {
             .enumerate()
             .map(|(i, m)| parse_message(i, m))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { common, messages })
+        let safety_mode = f
+            .string("safety_mode")?
+            .map(Mode::parse_field)
+            .transpose()?;
+        let include_reasoning = f.bool("include_reasoning")?.unwrap_or(false);
+        Ok(Self {
+            common,
+            messages,
+            safety_mode,
+            include_reasoning,
+        })
     }
 }
 

@@ -1,19 +1,50 @@
-//! `POST /v1/chat/completions`.
+//! `POST /v1/chat/completions`: parses the request, picks its safety mode and serves it.
 
 use hyper::Request;
 
 use crate::error::ApiError;
-use crate::generate;
+use crate::generate::{self, Finisher, Reply};
 use crate::openai::chat::ChatRequest;
-use crate::openai::response::Shape;
-use crate::server::{read_json, Incoming, Response};
+use crate::openai::response::{Envelope, Shape};
+use crate::safety::deliberate::{self, ChatJob};
+use crate::server::{read_json, Incoming, RequestId, Response};
 use crate::state::AppState;
 
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response, ApiError> {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
     let limits = &state.config.limits;
     let body = read_json(req, limits.max_body_bytes).await?;
     let request = ChatRequest::parse(&body, state.config.max_tokens_cap(), limits.max_messages)?;
+    let served = state.served().ok_or_else(ApiError::not_ready)?;
     let engine = state.engine_for(&request.common.model)?;
-    let prompt = engine.chat_prompt(&request.messages)?;
-    generate::respond(engine, prompt, request.common, Shape::Chat).await
+    let safety = state.safety().ok_or_else(ApiError::not_ready)?;
+    let mode = match request.safety_mode {
+        Some(mode) => mode,
+        None => state.config.safety.mode_for(&served.name),
+    };
+    let include_reasoning = request.include_reasoning && safety.config.allow_reasoning;
+    let common = request.common;
+    let job = ChatJob {
+        messages: request.messages.clone(),
+        params: common.params,
+        mode,
+    };
+    let source = deliberate::start(engine, safety, job).await?;
+    let reply = Reply {
+        source,
+        envelope: Envelope::new(Shape::Chat, &common.model, common.include_usage),
+        include_reasoning,
+        finisher: Some(Finisher {
+            safety: std::sync::Arc::clone(safety),
+            request_id,
+            model: served.name.clone(),
+            messages: request.messages,
+        }),
+        policy_version: Some(safety.policy.version.clone()),
+    };
+    generate::respond(reply, common.stream).await
 }

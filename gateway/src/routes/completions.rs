@@ -1,11 +1,14 @@
-//! `POST /v1/completions` (legacy text completions).
+//! `POST /v1/completions` (legacy text completions): raw text in, raw text out, served without
+//! deliberation (there is no conversation to deliberate over; see README "Deliberative safety").
 
 use hyper::Request;
 
 use crate::error::ApiError;
-use crate::generate;
+use crate::generate::{self, Reply};
 use crate::openai::completion::CompletionRequest;
-use crate::openai::response::Shape;
+use crate::openai::response::{Envelope, Shape};
+use crate::safety::deliberate::Source;
+use crate::safety::Decision;
 use crate::server::{read_json, Incoming, Response};
 use crate::state::AppState;
 
@@ -14,5 +17,14 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     let request = CompletionRequest::parse(&body, state.config.max_tokens_cap())?;
     let engine = state.engine_for(&request.common.model)?;
     let prompt = engine.text_prompt(&request.prompt);
-    generate::respond(engine, prompt, request.common, Shape::Text).await
+    let common = request.common;
+    let generation = engine.generate(prompt, common.params)?;
+    let reply = Reply {
+        source: Source::plain(generation, Decision::default()),
+        envelope: Envelope::new(Shape::Text, &common.model, common.include_usage),
+        include_reasoning: false,
+        finisher: None,
+        policy_version: None,
+    };
+    generate::respond(reply, common.stream).await
 }

@@ -1,7 +1,9 @@
 //! Routing: one file per endpoint group, all answering through the same error mapping.
 
+pub mod admin;
 pub mod chat;
 pub mod completions;
+pub mod feedback;
 pub mod health;
 pub mod models;
 
@@ -26,9 +28,19 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respo
         }
         (Method::POST, "/v1/chat/completions") => chat::handle(&state, req).await,
         (Method::POST, "/v1/completions") => completions::handle(&state, req).await,
-        (_, "/healthz" | "/readyz" | "/v1/models" | "/v1/chat/completions" | "/v1/completions") => {
-            Err(ApiError::method_not_allowed(&method, &path))
+        (Method::POST, "/v1/feedback") => feedback::handle(&state, req).await,
+        (_, p) if p == "/admin/cases" || p.starts_with("/admin/cases/") => {
+            admin::route(&state, req).await
         }
+        (
+            _,
+            "/healthz"
+            | "/readyz"
+            | "/v1/models"
+            | "/v1/chat/completions"
+            | "/v1/completions"
+            | "/v1/feedback",
+        ) => Err(ApiError::method_not_allowed(&method, &path)),
         _ => Err(ApiError::unknown_url(&method, &path)),
     }
 }

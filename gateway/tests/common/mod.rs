@@ -30,12 +30,26 @@ impl Drop for TestServer {
     }
 }
 
+/// A fresh data directory (case store, caches) for one server.
+pub fn data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("cada-gw-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Plain serving (`off`) unless a test picks a safety mode; the real policy and a fresh store.
 pub fn base_config() -> Config {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut c = Config {
-        registry: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/registry.toml"),
+        registry: root.join("models/registry.toml"),
         verify_sha256: false,
         ..Config::default()
     };
+    c.safety.mode = cada_gateway::config::Mode::Off;
+    c.safety.policy_dir = root.join("configs/policy");
+    c.store.data_dir = data_dir();
     c.engine.parallel = 4;
     c.engine.ctx_per_slot = 1024;
     c.limits.max_body_bytes = 64 * 1024;

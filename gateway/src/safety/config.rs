@@ -1,0 +1,97 @@
+//! The `[safety]` and `[store]` configuration sections.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use cada_core::store::{RedactionConfig, StoreConfig};
+use serde::Deserialize;
+
+use super::Mode;
+
+/// How the gateway deliberates.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// Default mode for requests that do not set `safety_mode`.
+    pub mode: Mode,
+    /// Mode per served model name, overriding `mode` (e.g. `trained` for a trained adapter).
+    pub model_modes: BTreeMap<String, Mode>,
+    /// Directory with `codes.md` and `cases.jsonl`.
+    pub policy_dir: PathBuf,
+    /// Registry id of the embedding model used for precedent retrieval.
+    pub embedding_model: String,
+    /// Precedents retrieved per request.
+    pub top_k: usize,
+    /// Most tokens of reasoning before the verdict is forced.
+    pub max_reasoning_tokens: u32,
+    /// Whether requests may ask for the reasoning with `include_reasoning`.
+    pub allow_reasoning: bool,
+    /// A verdict whose probability falls in `[low, high)` is borderline.
+    pub confidence_band: [f32; 2],
+    /// `adaptive`: requests whose estimated risk is below this are served directly.
+    pub adaptive_threshold: f32,
+    /// `adaptive`: weight of the model's verdict probe in the risk (the rest is precedent labels).
+    pub adaptive_probe_weight: f32,
+    /// Answer given for a `refuse` verdict.
+    pub refusal_message: String,
+}
+
+impl SafetyConfig {
+    /// The default mode for requests to `model`.
+    pub fn mode_for(&self, model: &str) -> Mode {
+        self.model_modes.get(model).copied().unwrap_or(self.mode)
+    }
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Adaptive,
+            model_modes: BTreeMap::new(),
+            policy_dir: PathBuf::from("configs/policy"),
+            embedding_model: "all-minilm-l6-v2".into(),
+            top_k: 4,
+            max_reasoning_tokens: 96,
+            allow_reasoning: true,
+            confidence_band: [0.4, 0.7],
+            adaptive_threshold: 0.3,
+            adaptive_probe_weight: 0.3,
+            refusal_message:
+                "I can't help with that. If there is a safe goal behind the question, \
+                              I'm glad to help with that instead."
+                    .into(),
+        }
+    }
+}
+
+/// Where cases, response records and caches live.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Data directory: the SQLite case store and the precedent-embedding cache go here.
+    pub data_dir: PathBuf,
+    /// Near-duplicate threshold and retention of response records (`[store.cases]`).
+    pub cases: StoreConfig,
+    /// What is redacted from stored requests and answers.
+    pub redact: RedactionConfig,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            cases: StoreConfig::default(),
+            redact: RedactionConfig::default(),
+        }
+    }
+}
+
+impl StoreSection {
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join("cases.sqlite")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
+    }
+}

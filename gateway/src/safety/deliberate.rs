@@ -1,0 +1,396 @@
+//! Serving a chat request under a safety mode. Every mode yields the same stream of [`Out`]
+//! events (reasoning, the decision, answer text, the end), so one renderer serves plain and
+//! streaming responses alike. Deliberation runs in one engine session: reasoning is generated,
+//! the verdict is read from the logits after a forced `Verdict:`, and the answer follows a forced
+//! `Answer:`, without processing the prompt twice.
+
+use std::sync::Arc;
+
+use cada_core::policy::protocol::{
+    cases_system_prompt, probe_system_prompt, verdict_text, ANSWER_PREFIX, REASONING_PREFIX,
+    VERDICT_PREFIX,
+};
+use cada_core::policy::Label;
+use cada_core::{
+    ChatMessage, ChatRole, Engine, Event, FinishReason, Generation, GenerationParams, Prompt,
+    Session, Usage,
+};
+use tokio::sync::mpsc;
+
+use super::decision::label_risk;
+use super::{refs, Decision, Mode, Safety};
+use crate::error::ApiError;
+
+/// Stops that end the reasoning: the model writing the next line of the format itself.
+const REASONING_STOPS: [&str; 2] = ["Verdict:", "Answer:"];
+/// Stops added to the answer so a model that starts another round of the format ends instead.
+const ANSWER_STOPS: [&str; 2] = ["\nReasoning:", "\nVerdict:"];
+
+/// One step of a response, in order: `Reasoning`*, `Decided`, `Content`*, then `Done` or `Error`.
+#[derive(Debug)]
+pub enum Out {
+    Reasoning(String),
+    Decided(Box<Decision>),
+    Content(String),
+    Done {
+        finish: FinishReason,
+        usage: Usage,
+        reasoning_tokens: usize,
+    },
+    Error(ApiError),
+}
+
+/// Where a response's events come from.
+#[derive(Debug)]
+pub enum Source {
+    /// A plain generation; the decision (no verdict) is yielded first.
+    Plain {
+        generation: Generation,
+        decision: Option<Box<Decision>>,
+    },
+    /// A driver task (deliberation, or adaptive's probe followed by either path).
+    Driven(mpsc::Receiver<Out>),
+}
+
+impl Source {
+    pub fn plain(generation: Generation, decision: Decision) -> Self {
+        Source::Plain {
+            generation,
+            decision: Some(Box::new(decision)),
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<Out> {
+        match self {
+            Source::Plain {
+                generation,
+                decision,
+            } => {
+                if let Some(d) = decision.take() {
+                    return Some(Out::Decided(d));
+                }
+                Some(match generation.next().await? {
+                    Event::Text(t) => Out::Content(t),
+                    Event::Done {
+                        finish_reason,
+                        usage,
+                        ..
+                    } => Out::Done {
+                        finish: finish_reason,
+                        usage,
+                        reasoning_tokens: 0,
+                    },
+                    Event::Error(e) => Out::Error(e.into()),
+                    Event::Scores { .. } => Out::Error(ApiError::internal("unexpected scores")),
+                })
+            }
+            Source::Driven(rx) => rx.recv().await,
+        }
+    }
+}
+
+/// A chat request ready to serve.
+#[derive(Debug, Clone)]
+pub struct ChatJob {
+    pub messages: Vec<ChatMessage>,
+    pub params: GenerationParams,
+    pub mode: Mode,
+}
+
+/// Starts serving `job`. Fails fast (before any output) on overload and, for plain serving, on
+/// prompts that cannot fit.
+pub async fn start(
+    engine: &Engine,
+    safety: &Arc<Safety>,
+    job: ChatJob,
+) -> Result<Source, ApiError> {
+    if job.mode == Mode::Off {
+        let generation = engine.generate(engine.chat_prompt(&job.messages)?, job.params)?;
+        return Ok(Source::plain(
+            generation,
+            Decision {
+                mode: Some(Mode::Off),
+                ..Decision::default()
+            },
+        ));
+    }
+    let request = last_user_text(&job.messages);
+    let embedding = {
+        let safety = Arc::clone(safety);
+        tokio::task::spawn_blocking(move || safety.embedder.embed_one(&request))
+            .await
+            .map_err(|e| ApiError::internal(format!("embedding task failed: {e}")))?
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    };
+    let precedents = refs(&safety.nearest(&embedding));
+    let decision = Decision {
+        mode: Some(job.mode),
+        precedents,
+        embedding: Some(embedding),
+        ..Decision::default()
+    };
+    // Sessions are opened here so a full queue is a fast 503, not an error mid-stream.
+    let session = engine.session()?;
+    let (tx, rx) = mpsc::channel(64);
+    let engine = engine.clone();
+    let safety = Arc::clone(safety);
+    tokio::spawn(async move {
+        let result = match job.mode {
+            Mode::Adaptive => adaptive(&engine, &safety, session, job, decision, &tx).await,
+            _ => deliberate(&engine, &safety, session, job, decision, &tx).await,
+        };
+        if let Err(e) = result {
+            let _ = tx.send(Out::Error(e)).await;
+        }
+    });
+    Ok(Source::Driven(rx))
+}
+
+/// The text retrieval and the probe look at: the last user message.
+pub fn last_user_text(messages: &[ChatMessage]) -> String {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == ChatRole::User)
+        .map(|m| m.content.clone())
+        .unwrap_or_default()
+}
+
+/// The conversation with the deliberation context as its system message.
+fn deliberation_messages(safety: &Safety, job: &ChatJob, decision: &Decision) -> Vec<ChatMessage> {
+    let (app_system, rest) = match job.messages.first() {
+        Some(m) if m.role == ChatRole::System => (Some(m.content.as_str()), &job.messages[1..]),
+        _ => (None, &job.messages[..]),
+    };
+    let system = match job.mode {
+        Mode::Trained => app_system.map(str::to_owned),
+        _ => {
+            let precedents: Vec<_> = decision
+                .precedents
+                .iter()
+                .filter_map(|r| {
+                    safety
+                        .policy
+                        .case(&r.id)
+                        .map(|case| cada_core::policy::Precedent {
+                            case,
+                            similarity: r.similarity,
+                        })
+                })
+                .collect();
+            Some(cases_system_prompt(
+                &safety.policy.codes,
+                &precedents,
+                app_system,
+            ))
+        }
+    };
+    system
+        .map(|s| ChatMessage::new(ChatRole::System, s))
+        .into_iter()
+        .chain(rest.iter().cloned())
+        .collect()
+}
+
+/// Sends an event; false once the client has gone (the caller stops, dropping the session).
+async fn emit(tx: &mpsc::Sender<Out>, out: Out) -> bool {
+    tx.send(out).await.is_ok()
+}
+
+/// Reads one generation of the session, passing its text on; returns the final event.
+async fn relay(
+    session: &mut Session,
+    tx: &mpsc::Sender<Out>,
+    wrap: fn(String) -> Out,
+    trim_start: bool,
+) -> Result<Option<(FinishReason, Usage, Option<String>)>, ApiError> {
+    let mut started = !trim_start;
+    loop {
+        match session.next().await {
+            Some(Event::Text(mut t)) => {
+                if !started {
+                    t = t.trim_start().to_owned();
+                    if t.is_empty() {
+                        continue;
+                    }
+                    started = true;
+                }
+                if !emit(tx, wrap(t)).await {
+                    return Ok(None);
+                }
+            }
+            Some(Event::Done {
+                finish_reason,
+                usage,
+                stop,
+                ..
+            }) => return Ok(Some((finish_reason, usage, stop))),
+            Some(Event::Error(e)) => return Err(e.into()),
+            Some(Event::Scores { .. }) | None => {
+                return Err(ApiError::internal("the engine stopped mid-deliberation"))
+            }
+        }
+    }
+}
+
+async fn verdict_scores(
+    engine: &Engine,
+    session: &mut Session,
+    append: Prompt,
+    last: bool,
+) -> Result<Vec<f32>, ApiError> {
+    let candidates: Vec<Prompt> = Label::ALL
+        .iter()
+        .map(|l| engine.tokens(&verdict_text(*l)))
+        .collect();
+    Ok(session.score(append, &candidates, last).await?)
+}
+
+/// Reasoning, verdict from the logits, then the answer (or the configured refusal).
+async fn deliberate(
+    engine: &Engine,
+    safety: &Safety,
+    mut session: Session,
+    job: ChatJob,
+    mut decision: Decision,
+    tx: &mpsc::Sender<Out>,
+) -> Result<(), ApiError> {
+    decision.deliberated = true;
+    let mut prompt = engine.chat_prompt(&deliberation_messages(safety, &job, &decision))?;
+    prompt.extend(&engine.tokens(REASONING_PREFIX));
+    let reasoning_params = GenerationParams {
+        max_tokens: Some(safety.config.max_reasoning_tokens),
+        stop: REASONING_STOPS.iter().map(|s| (*s).to_owned()).collect(),
+        ignore_eos: false,
+        ..job.params.clone()
+    };
+    session.generate(prompt, reasoning_params, false)?;
+    let Some((_, reasoning_usage, stop)) = relay(&mut session, tx, Out::Reasoning, true).await?
+    else {
+        return Ok(());
+    };
+    let reasoning_tokens = reasoning_usage.completion_tokens;
+    // If the model wrote `Verdict:` itself, its last token (fed next) completes the prefix.
+    let prefix = if stop.as_deref() == Some("Verdict:") {
+        ""
+    } else {
+        VERDICT_PREFIX
+    };
+    let raw = verdict_scores(engine, &mut session, engine.tokens(prefix), false).await?;
+    let (verdict, probability, probs) = Decision::from_probs(&raw);
+    decision.verdict = Some(verdict);
+    decision.probability = Some(probability);
+    decision.probs = Some(probs);
+    if !emit(tx, Out::Decided(Box::new(decision))).await {
+        return Ok(());
+    }
+    let prompt_tokens = |s: &Session| s.appended_tokens();
+    if verdict == Label::Refuse {
+        let usage = Usage {
+            prompt_tokens: prompt_tokens(&session),
+            completion_tokens: reasoning_tokens + 1,
+        };
+        drop(session);
+        if emit(tx, Out::Content(safety.config.refusal_message.clone())).await {
+            emit(
+                tx,
+                Out::Done {
+                    finish: FinishReason::Stop,
+                    usage,
+                    reasoning_tokens,
+                },
+            )
+            .await;
+        }
+        return Ok(());
+    }
+    let mut answer_params = job.params;
+    answer_params
+        .stop
+        .extend(ANSWER_STOPS.iter().map(|s| (*s).to_owned()));
+    let append = engine.tokens(&format!("{}{ANSWER_PREFIX}", verdict_text(verdict)));
+    session.generate(append, answer_params, true)?;
+    let Some((finish, answer_usage, _)) = relay(&mut session, tx, Out::Content, true).await? else {
+        return Ok(());
+    };
+    emit(
+        tx,
+        Out::Done {
+            finish,
+            usage: Usage {
+                prompt_tokens: prompt_tokens(&session),
+                completion_tokens: reasoning_tokens + 1 + answer_usage.completion_tokens,
+            },
+            reasoning_tokens,
+        },
+    )
+    .await;
+    Ok(())
+}
+
+/// One prefill with the verdict question gives the model's risk; with the precedents' labels it
+/// decides between serving directly and deliberating with cases.
+async fn adaptive(
+    engine: &Engine,
+    safety: &Safety,
+    mut session: Session,
+    job: ChatJob,
+    mut decision: Decision,
+    tx: &mpsc::Sender<Out>,
+) -> Result<(), ApiError> {
+    let probe = [
+        ChatMessage::new(ChatRole::System, probe_system_prompt(&safety.policy.codes)),
+        ChatMessage::new(ChatRole::User, last_user_text(&job.messages)),
+    ];
+    let mut prompt = engine.chat_prompt(&probe)?;
+    prompt.extend(&engine.tokens(VERDICT_PREFIX.trim_start()));
+    let raw = verdict_scores(engine, &mut session, prompt, false).await?;
+    let (_, _, p) = Decision::from_probs(&raw);
+    let model_risk: f32 = Label::ALL
+        .iter()
+        .zip(p)
+        .map(|(l, q)| label_risk(*l) * q)
+        .sum();
+    let w = safety.config.adaptive_probe_weight;
+    let risk = w * model_risk + (1.0 - w) * decision.precedent_risk();
+    decision.risk = Some(risk);
+    if risk >= safety.config.adaptive_threshold {
+        // The deliberation prompt differs from the first token on: a fresh session (and slot).
+        drop(session);
+        let session = engine.session()?;
+        return deliberate(engine, safety, session, job, decision, tx).await;
+    }
+    drop(session);
+    let mut generation = engine.generate(engine.chat_prompt(&job.messages)?, job.params)?;
+    if !emit(tx, Out::Decided(Box::new(decision))).await {
+        return Ok(());
+    }
+    loop {
+        let out = match generation.next().await {
+            Some(Event::Text(t)) => Out::Content(t),
+            Some(Event::Done {
+                finish_reason,
+                usage,
+                ..
+            }) => {
+                emit(
+                    tx,
+                    Out::Done {
+                        finish: finish_reason,
+                        usage,
+                        reasoning_tokens: 0,
+                    },
+                )
+                .await;
+                return Ok(());
+            }
+            Some(Event::Error(e)) => return Err(e.into()),
+            Some(Event::Scores { .. }) | None => {
+                return Err(ApiError::internal("the engine stopped mid-request"))
+            }
+        };
+        if !emit(tx, out).await {
+            return Ok(());
+        }
+    }
+}

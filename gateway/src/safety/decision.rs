@@ -48,16 +48,28 @@ impl Decision {
         (Label::ALL[i], best, p)
     }
 
-    /// Similarity-weighted majority label of the precedents that are similar enough.
-    pub fn precedent_label(&self) -> Option<Label> {
-        let mut score = [0.0f32; 3];
-        for p in self
+    /// Weight of each precedent: `exp((similarity - best) / 0.05)`, so the nearest precedents
+    /// dominate and a crowd of weakly similar ones cannot outvote a close match.
+    fn weights(&self) -> impl Iterator<Item = (&PrecedentRef, f32)> {
+        let best = self
             .precedents
             .iter()
-            .filter(|p| p.similarity >= PRECEDENT_MIN_SIMILARITY)
+            .map(|p| p.similarity)
+            .fold(f32::MIN, f32::max);
+        self.precedents
+            .iter()
+            .map(move |p| (p, ((p.similarity - best) / RISK_TEMPERATURE).exp()))
+    }
+
+    /// Weighted majority label of the precedents, when the nearest is similar enough to count.
+    pub fn precedent_label(&self) -> Option<Label> {
+        let mut score = [0.0f32; 3];
+        for (p, w) in self
+            .weights()
+            .filter(|(p, _)| p.similarity >= PRECEDENT_MIN_SIMILARITY)
         {
             let i = Label::ALL.iter().position(|l| *l == p.label).unwrap_or(0);
-            score[i] += p.similarity;
+            score[i] += w;
         }
         let (i, best) =
             score.iter().enumerate().fold(
@@ -67,17 +79,11 @@ impl Decision {
         (best > 0.0).then_some(Label::ALL[i])
     }
 
-    /// Precedent risk in [0, 1]: refuse counts 1, safe_complete 0.5, allow 0, weighted by
-    /// `exp((similarity - best) / 0.05)` so the nearest precedents dominate and far ones fade.
+    /// Precedent risk in [0, 1]: refuse counts 1, safe_complete 0.5, allow 0, weighted as in
+    /// [`Decision::precedent_label`].
     pub fn precedent_risk(&self) -> f32 {
-        let best = self
-            .precedents
-            .iter()
-            .map(|p| p.similarity)
-            .fold(f32::MIN, f32::max);
         let (mut num, mut den) = (0.0, 0.0);
-        for p in &self.precedents {
-            let w = ((p.similarity - best) / RISK_TEMPERATURE).exp();
+        for (p, w) in self.weights() {
             num += w * label_risk(p.label);
             den += w;
         }

@@ -10,7 +10,7 @@ pub mod store;
 
 pub use engine::{
     llama_backend, ChatMessage, ChatRole, Engine, EngineConfig, EngineError, EngineStats, Event,
-    FinishReason, Generation, GenerationParams, ModelInfo, Prompt, Session, Usage,
+    FinishReason, FlashAttention, Generation, GenerationParams, ModelInfo, Prompt, Session, Usage,
 };
 pub use llama_cpp_2;
 pub use registry::{ModelEntry, ModelKind, Registry, RegistryError, ResolvedModel};

@@ -61,6 +61,8 @@ pub struct EngineSection {
     pub batch: u32,
     /// Requests that may wait for a slot before new ones get 503 `overloaded`.
     pub max_queue: usize,
+    /// `auto` (off on the CPU, llama.cpp's choice on GPU), `on` or `off`.
+    pub flash_attention: cada_core::FlashAttention,
 }
 
 /// Request limits.
@@ -113,6 +115,7 @@ impl Default for EngineSection {
             ctx_per_slot: 2048,
             batch: 512,
             max_queue: 64,
+            flash_attention: cada_core::FlashAttention::Auto,
         }
     }
 }

@@ -131,7 +131,11 @@ pub async fn respond(mut reply: Reply, stream: bool) -> Result<Response, ApiErro
             }
         }
     }
-    let headers = decision_headers(decision.as_deref(), reply.policy_version.as_deref());
+    let headers = decision_headers(
+        decision.as_deref(),
+        reply.policy_version.as_deref(),
+        &reply.envelope.model,
+    );
     let mut st = State {
         reply,
         decision,
@@ -156,8 +160,13 @@ pub async fn respond(mut reply: Reply, stream: bool) -> Result<Response, ApiErro
 fn decision_headers(
     decision: Option<&Decision>,
     policy: Option<&str>,
+    model: &str,
 ) -> Vec<(&'static str, String)> {
-    let mut h = Vec::new();
+    // No adapters are served yet: the trainer's adapters will be named here.
+    let mut h = vec![
+        ("x-cada-model", model.to_owned()),
+        ("x-cada-adapter", "none".to_owned()),
+    ];
     if let Some(policy) = policy {
         h.push(("x-cada-policy-version", policy.to_owned()));
         let verdict = match decision {

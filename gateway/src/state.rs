@@ -74,6 +74,7 @@ impl AppState {
             ctx_per_slot: c.engine.ctx_per_slot,
             n_batch: c.engine.batch,
             max_queue: c.engine.max_queue,
+            flash_attention: c.engine.flash_attention,
         })?;
         let name = c.served_model_name.clone().unwrap_or(resolved.id);
         let info = engine.info();

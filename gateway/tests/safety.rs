@@ -118,6 +118,7 @@ async fn reasoning_never_reaches_content_plain_or_streamed() {
             .expect("header")
             .to_owned();
         assert!(resp.headers().contains_key("x-cada-policy-version"));
+        assert_eq!(resp.headers()["x-cada-model"], MODEL);
         let text = resp.text().await.expect("body");
         let (mut streamed_content, mut streamed_reasoning) = (String::new(), String::new());
         let mut ext = Value::Null;

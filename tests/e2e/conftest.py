@@ -68,9 +68,21 @@ class Gateway:
 
 
 @pytest.fixture(scope="session")
-def gateway():
+def gateway(tmp_path_factory):
     # Settings come from both flags and CADA_* variables (test_settings_from_env checks them).
-    gw = Gateway("--ctx-per-slot", "1024", env={"CADA_PARALLEL": "6", "CADA_SERVED_MODEL_NAME": MODEL})
+    # Plain serving by default here: these tests are about the OpenAI wire format; the safety
+    # tests pick their mode per request.
+    gw = Gateway(
+        "--ctx-per-slot",
+        "1024",
+        "--safety-mode",
+        "off",
+        "--data-dir",
+        str(tmp_path_factory.mktemp("data")),
+        "--policy-dir",
+        str(ROOT / "configs" / "policy"),
+        env={"CADA_PARALLEL": "6", "CADA_SERVED_MODEL_NAME": MODEL},
+    )
     yield gw
     assert gw.stop() == 0, "gateway did not exit cleanly on SIGTERM:\n" + "".join(gw.log[-20:])
 

@@ -48,6 +48,33 @@ pub struct EngineConfig {
     pub n_batch: u32,
     /// Requests allowed to wait for a free slot; beyond it `generate` fails fast with `Overloaded`.
     pub max_queue: usize,
+    /// llama.cpp's flash attention; see [`FlashAttention`].
+    pub flash_attention: FlashAttention,
+}
+
+/// Whether llama.cpp uses flash attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttention {
+    /// Off on the CPU, llama.cpp's own choice with GPU layers. On the CPU flash attention made
+    /// decoding slow down steeply with context (measured on the default model at ~890 context
+    /// tokens: 21 tok/s with it, 82 tok/s without), and deliberation prompts are long.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl FlashAttention {
+    /// `Some(on)` to force a setting, `None` to leave it to llama.cpp.
+    pub fn resolve(self, n_gpu_layers: u32) -> Option<bool> {
+        match self {
+            FlashAttention::On => Some(true),
+            FlashAttention::Off => Some(false),
+            FlashAttention::Auto if n_gpu_layers == 0 => Some(false),
+            FlashAttention::Auto => None,
+        }
+    }
 }
 
 impl EngineConfig {
@@ -60,6 +87,7 @@ impl EngineConfig {
             ctx_per_slot: 2048,
             n_batch: 512,
             max_queue: 64,
+            flash_attention: FlashAttention::Auto,
         }
     }
 }

@@ -83,11 +83,7 @@ impl Session {
         last: bool,
     ) -> Result<Vec<f32>, EngineError> {
         self.send_score(append, candidates, last)?;
-        match self.next().await {
-            Some(Event::Scores { probs }) => Ok(probs),
-            Some(Event::Error(e)) => Err(e),
-            _ => Err(EngineError::ShutDown),
-        }
+        scores(self.next().await)
     }
 
     /// Blocking variant of [`Session::score`].
@@ -98,11 +94,7 @@ impl Session {
         last: bool,
     ) -> Result<Vec<f32>, EngineError> {
         self.send_score(append, candidates, last)?;
-        match self.next_blocking() {
-            Some(Event::Scores { probs }) => Ok(probs),
-            Some(Event::Error(e)) => Err(e),
-            _ => Err(EngineError::ShutDown),
-        }
+        scores(self.next_blocking())
     }
 
     fn send_score(
@@ -146,6 +138,15 @@ impl Session {
     /// Blocking variant for callers outside an async runtime.
     pub fn next_blocking(&mut self) -> Option<Event> {
         self.rx.blocking_recv()
+    }
+}
+
+/// The answer to a scoring operation.
+fn scores(event: Option<Event>) -> Result<Vec<f32>, EngineError> {
+    match event {
+        Some(Event::Scores { probs }) => Ok(probs),
+        Some(Event::Error(e)) => Err(e),
+        _ => Err(EngineError::ShutDown),
     }
 }
 

@@ -154,6 +154,10 @@ impl<'m> Worker<'m> {
             .with_kv_unified(false)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
+        let params = match config.flash_attention.resolve(config.n_gpu_layers) {
+            Some(on) => params.with_flash_attention_policy(i32::from(on)),
+            None => params,
+        };
         let ctx = model
             .new_context(backend, params)
             .map_err(|e| EngineError::Context(e.to_string()))?;

@@ -361,36 +361,12 @@ async fn adaptive(
         return deliberate(engine, safety, session, job, decision, tx).await;
     }
     drop(session);
-    let mut generation = engine.generate(engine.chat_prompt(&job.messages)?, job.params)?;
-    if !emit(tx, Out::Decided(Box::new(decision))).await {
-        return Ok(());
-    }
-    loop {
-        let out = match generation.next().await {
-            Some(Event::Text(t)) => Out::Content(t),
-            Some(Event::Done {
-                finish_reason,
-                usage,
-                ..
-            }) => {
-                emit(
-                    tx,
-                    Out::Done {
-                        finish: finish_reason,
-                        usage,
-                        reasoning_tokens: 0,
-                    },
-                )
-                .await;
-                return Ok(());
-            }
-            Some(Event::Error(e)) => return Err(e.into()),
-            Some(Event::Scores { .. }) | None => {
-                return Err(ApiError::internal("the engine stopped mid-request"))
-            }
-        };
+    let generation = engine.generate(engine.chat_prompt(&job.messages)?, job.params)?;
+    let mut direct = Source::plain(generation, decision);
+    while let Some(out) = direct.next().await {
         if !emit(tx, out).await {
-            return Ok(());
+            break;
         }
     }
+    Ok(())
 }

@@ -1,4 +1,5 @@
-//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the model is loaded).
+//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the model and the safety
+//! layer are loaded), with slot, queue and case-store counters.
 
 use std::sync::atomic::Ordering;
 
@@ -16,6 +17,16 @@ pub fn ready(state: &AppState) -> Response {
     match state.served() {
         Some(s) => {
             let stats = s.engine.stats();
+            let store = state.safety().map(|safety| {
+                let st = safety.store.stats();
+                json!({
+                    "cases_logged": st.logged.load(Ordering::Relaxed),
+                    "cases_merged": st.merged.load(Ordering::Relaxed),
+                    "responses_recorded": st.recorded.load(Ordering::Relaxed),
+                    "errors": st.errors.load(Ordering::Relaxed),
+                    "dropped": st.dropped.load(Ordering::Relaxed),
+                })
+            });
             json_response(
                 StatusCode::OK,
                 &json!({
@@ -24,6 +35,8 @@ pub fn ready(state: &AppState) -> Response {
                     "slots": s.engine.config().n_slots,
                     "slots_active": stats.active.load(Ordering::Relaxed),
                     "queued": stats.queued.load(Ordering::Relaxed),
+                    "policy_version": state.safety().map(|s| s.policy.version.as_str()),
+                    "store": store,
                 }),
             )
         }

@@ -38,16 +38,16 @@ def test_cases_mode_reasoning_is_separate_from_content(client):
 
 
 def test_streaming_withholds_reasoning_unless_asked(client):
-    with client.chat.completions.with_raw_response.create(
+    raw = client.chat.completions.with_raw_response.create(
         model=MODEL,
         messages=[{"role": "user", "content": KILL}],
         max_tokens=16,
         temperature=0,
         stream=True,
         extra_body={"safety_mode": "cases"},
-    ) as raw:
-        verdict = raw.headers["x-cada-verdict"]
-        chunks = list(raw.parse())
+    )
+    verdict = raw.headers["x-cada-verdict"]
+    chunks = list(raw.parse())
     assert verdict in ("allow", "refuse", "safe_complete")
     assert all("reasoning_content" not in (c.choices[0].delta.model_extra or {}) for c in chunks if c.choices)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

@@ -160,3 +160,23 @@ fn an_operation_past_the_context_fails_without_ending_the_session() {
         .expect("op");
     let _ = text_of(&mut s);
 }
+
+#[test]
+fn reset_forgets_the_context_but_keeps_the_slot() {
+    let engine = engine(1, 256);
+    let prompt = question(&engine, "Name a fruit.");
+    let mut fresh = engine.session().expect("session");
+    fresh.generate(prompt.clone(), greedy(8), true).expect("op");
+    let expected = text_of(&mut fresh);
+    let mut s = engine.session().expect("session");
+    s.generate(
+        question(&engine, "Tell me a long story."),
+        greedy(16),
+        false,
+    )
+    .expect("op");
+    let _ = text_of(&mut s);
+    s.reset().expect("reset");
+    s.generate(prompt, greedy(8), true).expect("op");
+    assert_eq!(text_of(&mut s), expected);
+}

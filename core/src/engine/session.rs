@@ -74,6 +74,13 @@ impl Session {
         )
     }
 
+    /// Forgets everything appended and generated so far but keeps the slot, so a new prompt
+    /// starts without queueing again.
+    pub fn reset(&mut self) -> Result<(), EngineError> {
+        self.tokens = 0;
+        self.send(Op::Reset, false)
+    }
+
     /// Appends `append` and returns the probability of each candidate's first token as the next
     /// token.
     pub async fn score(

@@ -39,6 +39,8 @@ pub(crate) enum Op {
         /// Free the slot when done (one-shot generations).
         last: bool,
     },
+    /// Forget the session's context (KV cache and position) and keep the slot.
+    Reset,
     /// Decode `append`, then report the probability of each candidate as the next token.
     Score {
         append: Vec<LlamaToken>,
@@ -293,9 +295,23 @@ impl<'m> Worker<'m> {
             if !matches!(slot.task, Task::Idle) {
                 continue;
             }
-            let Some(op) = slot.ops.pop_front() else {
+            let Some(mut op) = slot.ops.pop_front() else {
                 continue;
             };
+            while matches!(op, Op::Reset) {
+                if let Ok(seq) = u32::try_from(slot.seq) {
+                    let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
+                }
+                slot.n_past = 0;
+                slot.carry = None;
+                match slot.ops.pop_front() {
+                    Some(next) => op = next,
+                    None => break,
+                }
+            }
+            if matches!(op, Op::Reset) {
+                continue;
+            }
             let (append, last, completion) = match &op {
                 Op::Generate {
                     append,
@@ -303,6 +319,7 @@ impl<'m> Worker<'m> {
                     last,
                 } => (append, *last, params.max_tokens.map_or(1, |m| m as usize)),
                 Op::Score { append, last, .. } => (append, *last, 0),
+                Op::Reset => continue,
             };
             let mut feed: Vec<LlamaToken> = slot.carry.iter().copied().collect();
             feed.extend_from_slice(append);
@@ -342,6 +359,7 @@ impl<'m> Worker<'m> {
                     first_token: None,
                 })),
                 Op::Score { candidates, .. } => Task::Score(candidates),
+                Op::Reset => Task::Idle,
             };
         }
     }

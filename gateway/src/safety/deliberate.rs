@@ -354,19 +354,27 @@ async fn adaptive(
     let w = safety.config.adaptive_probe_weight;
     let risk = w * model_risk + (1.0 - w) * decision.precedent_risk();
     decision.risk = Some(risk);
+    // The probe's context is not needed any more; the slot is kept for what follows.
+    session.reset()?;
     if risk >= safety.config.adaptive_threshold {
-        // The deliberation prompt differs from the first token on: a fresh session (and slot).
-        drop(session);
-        let session = engine.session()?;
         return deliberate(engine, safety, session, job, decision, tx).await;
     }
-    drop(session);
-    let generation = engine.generate(engine.chat_prompt(&job.messages)?, job.params)?;
-    let mut direct = Source::plain(generation, decision);
-    while let Some(out) = direct.next().await {
-        if !emit(tx, out).await {
-            break;
-        }
+    let prompt = engine.chat_prompt(&job.messages)?;
+    session.generate(prompt, job.params, true)?;
+    if !emit(tx, Out::Decided(Box::new(decision))).await {
+        return Ok(());
     }
+    let Some((finish, usage, _)) = relay(&mut session, tx, Out::Content, false).await? else {
+        return Ok(());
+    };
+    emit(
+        tx,
+        Out::Done {
+            finish,
+            usage,
+            reasoning_tokens: 0,
+        },
+    )
+    .await;
     Ok(())
 }

@@ -218,6 +218,10 @@ fn main() {
         registry: root().join("models/registry.toml"),
         ..Config::default()
     };
+    // Plain serving: the benchmark measures the serving path, not deliberation.
+    config.safety.mode = cada_gateway::config::Mode::Off;
+    config.safety.policy_dir = root().join("configs/policy");
+    config.store.data_dir = root().join("target/bench/data");
     config.engine.threads = threads();
     config.engine.parallel = CONCURRENT;
     config.engine.ctx_per_slot = 1024;
@@ -234,6 +238,7 @@ fn main() {
         }));
         let client = reqwest::Client::new();
         loop {
+            assert!(!server.is_finished(), "the gateway stopped during start-up");
             if let Ok(r) = client.get(format!("{url}/readyz")).send().await {
                 if r.status() == 200 {
                     break;

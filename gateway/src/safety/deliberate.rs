@@ -284,10 +284,9 @@ async fn deliberate(
     if !emit(tx, Out::Decided(Box::new(decision))).await {
         return Ok(());
     }
-    let prompt_tokens = |s: &Session| s.appended_tokens();
     if verdict == Label::Refuse {
         let usage = Usage {
-            prompt_tokens: prompt_tokens(&session),
+            prompt_tokens: session.appended_tokens(),
             completion_tokens: reasoning_tokens + 1,
         };
         drop(session);
@@ -310,17 +309,37 @@ async fn deliberate(
         .extend(ANSWER_STOPS.iter().map(|s| (*s).to_owned()));
     let append = engine.tokens(&format!("{}{ANSWER_PREFIX}", verdict_text(verdict)));
     session.generate(append, answer_params, true)?;
-    let Some((finish, answer_usage, _)) = relay(&mut session, tx, Out::Content, true).await? else {
+    answer(
+        &mut session,
+        tx,
+        true,
+        reasoning_tokens,
+        reasoning_tokens + 1,
+    )
+    .await
+}
+
+/// Relays the answer generation and ends the response; `spent` completion tokens (reasoning and
+/// verdict) came before it.
+async fn answer(
+    session: &mut Session,
+    tx: &mpsc::Sender<Out>,
+    trim_start: bool,
+    reasoning_tokens: usize,
+    spent: usize,
+) -> Result<(), ApiError> {
+    let Some((finish, usage, _)) = relay(session, tx, Out::Content, trim_start).await? else {
         return Ok(());
+    };
+    let usage = Usage {
+        prompt_tokens: session.appended_tokens(),
+        completion_tokens: spent + usage.completion_tokens,
     };
     emit(
         tx,
         Out::Done {
             finish,
-            usage: Usage {
-                prompt_tokens: prompt_tokens(&session),
-                completion_tokens: reasoning_tokens + 1 + answer_usage.completion_tokens,
-            },
+            usage,
             reasoning_tokens,
         },
     )
@@ -364,17 +383,5 @@ async fn adaptive(
     if !emit(tx, Out::Decided(Box::new(decision))).await {
         return Ok(());
     }
-    let Some((finish, usage, _)) = relay(&mut session, tx, Out::Content, false).await? else {
-        return Ok(());
-    };
-    emit(
-        tx,
-        Out::Done {
-            finish,
-            usage,
-            reasoning_tokens: 0,
-        },
-    )
-    .await;
-    Ok(())
+    answer(&mut session, tx, false, 0, 0).await
 }

@@ -208,8 +208,11 @@ fn main() {
             .expect("llama.cpp run")
     };
     let alone_1 = alone(1);
+    eprintln!("(0) llama.cpp alone, 1 sequence: {alone_1:.1} tok/s");
     let alone_8 = alone(CONCURRENT);
+    eprintln!("(0) llama.cpp alone, {CONCURRENT} sequences: {alone_8:.1} tok/s");
     let raw = raw_engine();
+    eprintln!("(1) raw engine: {raw:.1} tok/s");
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
@@ -246,9 +249,12 @@ fn main() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        eprintln!("gateway ready");
         let mut singles = Vec::new();
         for i in 0..=RUNS {
-            singles.push(stream(&client, &url, i).await);
+            let s = stream(&client, &url, i).await;
+            eprintln!("(2) single stream {i}: {:.1} tok/s", s.decode_tps);
+            singles.push(s);
         }
         singles.remove(0); // warm-up
         let mut aggregates = Vec::new();
@@ -264,7 +270,9 @@ fn main() {
             for t in tasks {
                 total += t.await.expect("task").tokens;
             }
-            aggregates.push(total as f64 / start.elapsed().as_secs_f64());
+            let tps = total as f64 / start.elapsed().as_secs_f64();
+            eprintln!("(3) {CONCURRENT} streams: {tps:.1} tok/s");
+            aggregates.push(tps);
         }
         let _ = tx.send(());
         server.await.expect("server task").expect("server");

@@ -22,6 +22,9 @@ pub struct Config {
     pub model: String,
     /// Name reported as `model` and accepted in requests; defaults to the registry id or file stem.
     pub served_model_name: Option<String>,
+    /// LoRA adapter GGUF (from `cada-trainer`) applied to the served model; its file stem is the
+    /// version reported in `x-cada-adapter`.
+    pub adapter: Option<PathBuf>,
     /// Check the pinned sha256 of registry models before loading them.
     pub verify_sha256: bool,
     /// `text` or `json` log lines.
@@ -95,6 +98,7 @@ impl Default for Config {
             registry: PathBuf::from("models/registry.toml"),
             model: String::new(),
             served_model_name: None,
+            adapter: None,
             verify_sha256: true,
             log_format: LogFormat::Text,
             engine: EngineSection::default(),
@@ -257,6 +261,9 @@ pub struct Cli {
     /// Model registry file.
     #[arg(long, env = "CADA_REGISTRY")]
     pub registry: Option<PathBuf>,
+    /// LoRA adapter GGUF to apply to the model (e.g. one `cada-trainer` promoted).
+    #[arg(long, env = "CADA_ADAPTER")]
+    pub adapter: Option<PathBuf>,
     /// Name clients use as `model`.
     #[arg(long, env = "CADA_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
@@ -310,6 +317,9 @@ impl Cli {
         }
         if let Some(v) = self.registry {
             c.registry = v;
+        }
+        if let Some(v) = self.adapter {
+            c.adapter = Some(v);
         }
         if let Some(v) = self.served_model_name {
             c.served_model_name = Some(v);

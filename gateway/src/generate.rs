@@ -30,6 +30,8 @@ pub struct Finisher {
     pub safety: Arc<Safety>,
     pub request_id: String,
     pub model: String,
+    /// Adapter the engine applied, recorded with the response.
+    pub adapter: Option<String>,
     pub messages: Vec<ChatMessage>,
 }
 
@@ -67,7 +69,7 @@ impl Finisher {
             request_id: self.request_id.clone(),
             created: envelope.created as i64,
             model: self.model.clone(),
-            adapter: None,
+            adapter: self.adapter.clone(),
             policy_version: s.policy.version.clone(),
             mode: decision.mode.map_or("off", |m| m.as_str()).to_owned(),
             messages,
@@ -107,6 +109,8 @@ pub struct Reply {
     pub finisher: Option<Finisher>,
     /// Version stamped in headers and the `cada` extension.
     pub policy_version: Option<String>,
+    /// Adapter version stamped in `x-cada-adapter` (`none` without one).
+    pub adapter: Option<String>,
 }
 
 /// Answers with a stream or one JSON object. Errors before any output become HTTP errors.
@@ -135,6 +139,7 @@ pub async fn respond(mut reply: Reply, stream: bool) -> Result<Response, ApiErro
         decision.as_deref(),
         reply.policy_version.as_deref(),
         &reply.envelope.model,
+        reply.adapter.as_deref(),
     );
     let mut st = State {
         reply,
@@ -161,11 +166,11 @@ fn decision_headers(
     decision: Option<&Decision>,
     policy: Option<&str>,
     model: &str,
+    adapter: Option<&str>,
 ) -> Vec<(&'static str, String)> {
-    // No adapters are served yet: the trainer's adapters will be named here.
     let mut h = vec![
         ("x-cada-model", model.to_owned()),
-        ("x-cada-adapter", "none".to_owned()),
+        ("x-cada-adapter", adapter.unwrap_or("none").to_owned()),
     ];
     if let Some(policy) = policy {
         h.push(("x-cada-policy-version", policy.to_owned()));

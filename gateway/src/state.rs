@@ -17,6 +17,8 @@ use crate::GatewayError;
 pub struct Served {
     pub name: String,
     pub engine: Engine,
+    /// Version of the LoRA adapter the engine applies (the adapter file's stem).
+    pub adapter: Option<String>,
 }
 
 #[derive(Debug)]
@@ -75,7 +77,14 @@ impl AppState {
             n_batch: c.engine.batch,
             max_queue: c.engine.max_queue,
             flash_attention: c.engine.flash_attention,
+            adapter: c.adapter.clone(),
         })?;
+        let adapter = c.adapter.as_ref().map(|p| {
+            p.file_stem().map_or_else(
+                || p.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            )
+        });
         let name = c.served_model_name.clone().unwrap_or(resolved.id);
         let info = engine.info();
         tracing::info!(
@@ -85,9 +94,14 @@ impl AppState {
             n_ctx_train = info.n_ctx_train,
             slots = c.engine.parallel,
             ctx_per_slot = c.engine.ctx_per_slot,
+            adapter = adapter.as_deref().unwrap_or("none"),
             "model loaded"
         );
-        let _ = self.served.set(Served { name, engine });
+        let _ = self.served.set(Served {
+            name,
+            engine,
+            adapter,
+        });
         let _ = self.safety.set(safety);
         Ok(())
     }

@@ -2,16 +2,14 @@
 //! skeleton, registry access and the safety evaluation (`eval`); the training commands arrive
 //! with the trainer issue.
 
-mod cli;
-mod eval;
-
 use std::process::ExitCode;
 
 use anyhow::Context;
 use cada_core::Registry;
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cada_trainer::cli::{Cli, Command};
+use cada_trainer::eval;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 
 pub use chat::{ChatMessage, ChatRole, Prompt};
 pub use error::EngineError;
@@ -50,6 +50,9 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// llama.cpp's flash attention; see [`FlashAttention`].
     pub flash_attention: FlashAttention,
+    /// A LoRA adapter GGUF (from `cada-trainer`) applied at scale 1 to every request. llama.cpp
+    /// binds adapters when the context is created, so a different adapter means a new engine.
+    pub adapter: Option<PathBuf>,
 }
 
 /// Whether llama.cpp uses flash attention.
@@ -88,6 +91,7 @@ impl EngineConfig {
             n_batch: 512,
             max_queue: 64,
             flash_attention: FlashAttention::Auto,
+            adapter: None,
         }
     }
 }
@@ -170,7 +174,7 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("cada-engine".into())
             .spawn(move || {
-                let loaded = match load_model(backend, &worker_config) {
+                let (loaded, mut adapter) = match load_model(backend, &worker_config) {
                     Ok(loaded) => loaded,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -178,7 +182,13 @@ impl Engine {
                     }
                 };
                 let model = Arc::clone(&loaded.model);
-                let worker = Worker::new(backend, &model, &worker_config, worker_stats);
+                let worker = Worker::new(
+                    backend,
+                    &model,
+                    adapter.as_mut(),
+                    &worker_config,
+                    worker_stats,
+                );
                 match worker {
                     Ok(mut worker) => {
                         let _ = ready_tx.send(Ok(loaded));
@@ -261,6 +271,21 @@ impl Engine {
         }
     }
 
+    /// The token that ends an assistant turn (the model's end-of-generation token), which
+    /// training sequences end with so the model learns to stop.
+    pub fn end_of_turn(&self) -> u32 {
+        self.inner.model.vocab().eos().0 as u32
+    }
+
+    /// Token ids as plain numbers, for the trainer.
+    pub fn token_ids(&self, text: &str) -> Vec<u32> {
+        self.tokens(text)
+            .token_ids()
+            .into_iter()
+            .map(|t| t as u32)
+            .collect()
+    }
+
     /// Opens a session: it waits for a slot and then keeps it (and its KV cache) until dropped.
     /// Fails fast when the queue is full.
     pub fn session(&self) -> Result<Session, EngineError> {
@@ -311,17 +336,36 @@ struct Loaded {
     info: ModelInfo,
 }
 
+/// Loads the model and, when configured, its adapter (which stays on the engine thread).
 fn load_model(
     backend: &'static LlamaBackend,
     config: &EngineConfig,
-) -> Result<Loaded, EngineError> {
+) -> Result<(Loaded, Option<LlamaLoraAdapter>), EngineError> {
     let params = LlamaModelParams::default().with_n_gpu_layers(config.n_gpu_layers);
-    let model = LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| {
-        EngineError::ModelLoad {
-            path: config.model_path.display().to_string(),
-            message: e.to_string(),
+    let mut model =
+        LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| {
+            EngineError::ModelLoad {
+                path: config.model_path.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+    let adapter = match &config.adapter {
+        Some(path) if !path.is_file() => {
+            return Err(EngineError::ModelLoad {
+                path: path.display().to_string(),
+                message: "no such adapter file".into(),
+            })
         }
-    })?;
+        Some(path) => Some(
+            model
+                .lora_adapter_init(path)
+                .map_err(|e| EngineError::ModelLoad {
+                    path: path.display().to_string(),
+                    message: format!("not a LoRA adapter for this model: {e}"),
+                })?,
+        ),
+        None => None,
+    };
     let format = ChatFormat::for_model(&model)?;
     let info = ModelInfo {
         name: model.meta_val_str("general.name").ok(),
@@ -333,11 +377,14 @@ fn load_model(
         size_bytes: model.size(),
         chat_template: format.source(),
     };
-    Ok(Loaded {
-        model: Arc::new(model),
-        format,
-        info,
-    })
+    Ok((
+        Loaded {
+            model: Arc::new(model),
+            format,
+            info,
+        },
+        adapter,
+    ))
 }
 
 impl Drop for Inner {

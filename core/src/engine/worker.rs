@@ -14,7 +14,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
@@ -132,6 +132,7 @@ impl<'m> Worker<'m> {
     pub(crate) fn new(
         backend: &LlamaBackend,
         model: &'m LlamaModel,
+        adapter: Option<&mut LlamaLoraAdapter>,
         config: &EngineConfig,
         stats: Arc<EngineStats>,
     ) -> Result<Self, EngineError> {
@@ -160,9 +161,13 @@ impl<'m> Worker<'m> {
             Some(on) => params.with_flash_attention_policy(i32::from(on)),
             None => params,
         };
-        let ctx = model
+        let mut ctx = model
             .new_context(backend, params)
             .map_err(|e| EngineError::Context(e.to_string()))?;
+        if let Some(adapter) = adapter {
+            ctx.lora_adapter_set(adapter, 1.0)
+                .map_err(|e| EngineError::Context(format!("cannot apply the adapter: {e}")))?;
+        }
         Ok(Self {
             model,
             ctx,

@@ -42,9 +42,11 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
             safety: std::sync::Arc::clone(safety),
             request_id,
             model: served.name.clone(),
+            adapter: served.adapter.clone(),
             messages: request.messages,
         }),
         policy_version: Some(safety.policy.version.clone()),
+        adapter: served.adapter.clone(),
     };
     generate::respond(reply, common.stream).await
 }

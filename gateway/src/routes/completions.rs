@@ -16,6 +16,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     let body = read_json(req, state.config.limits.max_body_bytes).await?;
     let request = CompletionRequest::parse(&body, state.config.max_tokens_cap())?;
     let engine = state.engine_for(&request.common.model)?;
+    let adapter = state.served().and_then(|s| s.adapter.clone());
     let prompt = engine.text_prompt(&request.prompt);
     let common = request.common;
     let generation = engine.generate(prompt, common.params)?;
@@ -25,6 +26,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         include_reasoning: false,
         finisher: None,
         policy_version: None,
+        adapter,
     };
     generate::respond(reply, common.stream).await
 }

@@ -1,0 +1,241 @@
+//! The candle model on the tiny random llama: padding, adapters and gradients.
+
+use candle_core::{Device, Tensor};
+
+use super::*;
+use crate::loss;
+use crate::optim::{AdamW, AdamWConfig};
+
+fn ids(rows: &[&[u32]]) -> Tensor {
+    let t = rows[0].len();
+    let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_vec(flat, (rows.len(), t), &Device::Cpu).unwrap()
+}
+
+fn plain() -> AdapterCtx<'static> {
+    AdapterCtx {
+        lora: None,
+        train: false,
+    }
+}
+
+#[test]
+fn right_padding_does_not_change_real_positions() {
+    let m = tiny::model(1, &Device::Cpu).unwrap();
+    let alone = m.hidden(&ids(&[&[3, 9, 27]]), plain()).unwrap();
+    let padded = m
+        .hidden(&ids(&[&[3, 9, 27, 0, 0], &[5, 5, 5, 5, 5]]), plain())
+        .unwrap();
+    let diff = (alone.squeeze(0).unwrap() - padded.get(0).unwrap().narrow(0, 0, 3).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-5, "{diff}");
+}
+
+#[test]
+fn a_fresh_adapter_changes_nothing() {
+    let m = tiny::model(2, &Device::Cpu).unwrap();
+    let lora = m.new_lora(LoraConfig::default()).unwrap();
+    assert_eq!(lora.pairs.len(), 7 * m.config.n_layers);
+    let x = ids(&[&[1, 2, 3, 4]]);
+    let base = m.hidden(&x, plain()).unwrap();
+    let adapted = m
+        .hidden(
+            &x,
+            AdapterCtx {
+                lora: Some(&lora),
+                train: false,
+            },
+        )
+        .unwrap();
+    let diff = (base - adapted).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+}
+
+/// The known trap: a fused op without backward silently stops gradients. With B = 0 only the
+/// B matrices can get a gradient at first; after one update every A and B must.
+#[test]
+fn every_lora_parameter_receives_a_gradient() {
+    let m = tiny::model(3, &Device::Cpu).unwrap();
+    let lora = m
+        .new_lora(LoraConfig {
+            dropout: 0.1,
+            ..LoraConfig::default()
+        })
+        .unwrap();
+    let mut opt = AdamW::new(lora.vars(), AdamWConfig::default()).unwrap();
+    let x = ids(&[&[1, 2, 3, 4, 5, 6], &[7, 8, 9, 10, 11, 12]]);
+    let ctx = AdapterCtx {
+        lora: Some(&lora),
+        train: true,
+    };
+    let positions = vec![vec![1, 2, 3, 4], vec![2, 3, 4]];
+    let targets = vec![vec![3, 4, 5, 6], vec![10, 11, 12]];
+    let grad_norms = |m: &Llama| {
+        let logp = m.token_logprobs(&x, &positions, &targets, ctx).unwrap();
+        let grads = loss::sft(&logp).unwrap().backward().unwrap();
+        let norms: Vec<(String, f32, f32)> = lora
+            .pairs
+            .iter()
+            .map(|(name, p)| {
+                let n = |v: &candle_core::Var| {
+                    grads.get(v).map_or(0.0, |g| {
+                        g.sqr()
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .to_scalar::<f32>()
+                            .unwrap()
+                    })
+                };
+                (name.clone(), n(&p.a), n(&p.b))
+            })
+            .collect();
+        (grads, norms)
+    };
+    let (grads, first) = grad_norms(&m);
+    for (name, _, b) in &first {
+        assert!(*b > 0.0, "no gradient reached {name}.lora_b");
+    }
+    opt.accumulate(&grads).unwrap();
+    opt.update().unwrap();
+    let (_, second) = grad_norms(&m);
+    for (name, a, b) in &second {
+        assert!(*a > 0.0 && *b > 0.0, "{name}: |dA|^2 = {a}, |dB|^2 = {b}");
+    }
+}
+
+#[test]
+fn loss_decreases_on_a_tiny_fixed_batch() {
+    let m = tiny::model(4, &Device::Cpu).unwrap();
+    let lora = m.new_lora(LoraConfig::default()).unwrap();
+    let mut opt = AdamW::new(
+        lora.vars(),
+        AdamWConfig {
+            lr: 1e-2,
+            ..AdamWConfig::default()
+        },
+    )
+    .unwrap();
+    let x = ids(&[&[1, 2, 3, 4, 5, 6]]);
+    let positions = vec![vec![0, 1, 2, 3, 4]];
+    let targets = vec![vec![2, 3, 4, 5, 6]];
+    let ctx = AdapterCtx {
+        lora: Some(&lora),
+        train: true,
+    };
+    let mut losses = Vec::new();
+    for _ in 0..30 {
+        let l = loss::sft(&m.token_logprobs(&x, &positions, &targets, ctx).unwrap()).unwrap();
+        losses.push(l.to_scalar::<f32>().unwrap());
+        opt.accumulate(&l.backward().unwrap()).unwrap();
+        opt.update().unwrap();
+    }
+    assert!(
+        losses[29] < 0.5 * losses[0],
+        "loss went from {} to {}",
+        losses[0],
+        losses[29]
+    );
+}
+
+/// Accumulating the same micro-batch twice and averaging is one step on it, and clipping caps
+/// the norm the update sees.
+#[test]
+fn accumulation_averages_and_clipping_reports_the_norm() {
+    let m = tiny::model(5, &Device::Cpu).unwrap();
+    let run = |micro: usize| {
+        let lora = m.new_lora(LoraConfig::default()).unwrap();
+        // Same start for both runs.
+        for (i, v) in lora.vars().iter().enumerate() {
+            let t = Tensor::ones(v.shape(), candle_core::DType::F32, &Device::Cpu).unwrap();
+            v.set(&(t * (0.01 * (i % 5) as f64)).unwrap()).unwrap();
+        }
+        let mut opt = AdamW::new(
+            lora.vars(),
+            AdamWConfig {
+                max_grad_norm: 1e-3,
+                ..AdamWConfig::default()
+            },
+        )
+        .unwrap();
+        let x = ids(&[&[1, 2, 3, 4]]);
+        let ctx = AdapterCtx {
+            lora: Some(&lora),
+            train: false,
+        };
+        for _ in 0..micro {
+            let logp = m
+                .token_logprobs(&x, &[vec![0, 1, 2]], &[vec![2, 3, 4]], ctx)
+                .unwrap();
+            opt.accumulate(&loss::sft(&logp).unwrap().backward().unwrap())
+                .unwrap();
+        }
+        let info = opt.update().unwrap().unwrap();
+        let values: Vec<f32> = lora
+            .vars()
+            .iter()
+            .flat_map(|v| {
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect();
+        (info, values)
+    };
+    let (one, a) = run(1);
+    let (two, b) = run(2);
+    assert!(one.clipped && two.clipped);
+    assert!((one.grad_norm - two.grad_norm).abs() < 1e-6 * one.grad_norm.max(1.0));
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(max_diff < 1e-6, "{max_diff}");
+}
+
+#[test]
+fn adapters_round_trip_through_gguf() {
+    let m = tiny::model(6, &Device::Cpu).unwrap();
+    let lora = m
+        .new_lora(LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: vec![Target::AttnQ, Target::FfnDown],
+            ..LoraConfig::default()
+        })
+        .unwrap();
+    for p in lora.pairs.values() {
+        p.b.set(&tiny::seeded_normal(p.b.dims(), 0.1, 9, &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("adapter.gguf");
+    let meta = crate::adapter::AdapterMeta {
+        version: "v1".into(),
+        parent: Some("v0".into()),
+        data_hash: "abc".into(),
+        policy_version: "def".into(),
+    };
+    crate::adapter::write(&lora, &m.config, &meta, &path).unwrap();
+    let (back, back_meta) = crate::adapter::read(&path, &m).unwrap();
+    assert_eq!(back_meta, meta);
+    assert_eq!(back.config.rank, 4);
+    assert_eq!(back.config.alpha, 8.0);
+    assert_eq!(back.config.targets, vec![Target::AttnQ, Target::FfnDown]);
+    for (name, p) in &lora.pairs {
+        let q = &back.pairs[name];
+        for (x, y) in [(&p.a, &q.a), (&p.b, &q.b)] {
+            let d = (x.as_tensor() - y.as_tensor()).unwrap().abs().unwrap();
+            assert_eq!(d.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        }
+    }
+}

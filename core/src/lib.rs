@@ -2,6 +2,7 @@
 //! on its own thread, safe chat-template rendering), the safety policy with its formats, and the
 //! case store the gateway logs borderline exchanges to for review and retraining.
 
+pub mod adapters;
 pub mod embed;
 pub mod engine;
 pub mod policy;

@@ -219,6 +219,7 @@ fn main() {
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let mut config = Config {
         registry: root().join("models/registry.toml"),
+        adapter: cada_gateway::config::AdapterChoice::None,
         ..Config::default()
     };
     // Plain serving: the benchmark measures the serving path, not deliberation.

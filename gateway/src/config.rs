@@ -22,9 +22,12 @@ pub struct Config {
     pub model: String,
     /// Name reported as `model` and accepted in requests; defaults to the registry id or file stem.
     pub served_model_name: Option<String>,
-    /// LoRA adapter GGUF (from `cada-trainer`) applied to the served model; its file stem is the
-    /// version reported in `x-cada-adapter`.
-    pub adapter: Option<PathBuf>,
+    /// LoRA adapter: `promoted` (the version `cada-trainer` promoted in the adapter registry
+    /// next to the model registry, followed as it changes), `none`, or a GGUF path.
+    pub adapter: AdapterChoice,
+    /// Seconds between checks of the adapter registry for a newly promoted version (with
+    /// `adapter = "promoted"`); 0 checks only on `POST /admin/adapter/reload`.
+    pub adapter_poll_secs: u64,
     /// Check the pinned sha256 of registry models before loading them.
     pub verify_sha256: bool,
     /// `text` or `json` log lines.
@@ -35,6 +38,37 @@ pub struct Config {
     pub store: StoreSection,
     /// Key for `/admin/` endpoints (`Authorization: Bearer ...`); unset leaves them open.
     pub admin_key: Option<Secret>,
+}
+
+/// Which LoRA adapter the gateway serves.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum AdapterChoice {
+    /// The base model alone.
+    None,
+    /// The version promoted in the adapter registry, switched without a restart.
+    #[default]
+    Promoted,
+    /// A fixed adapter file (pins a version).
+    File(PathBuf),
+}
+
+impl std::str::FromStr for AdapterChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.trim() {
+            "" | "none" => AdapterChoice::None,
+            "promoted" => AdapterChoice::Promoted,
+            path => AdapterChoice::File(PathBuf::from(path)),
+        })
+    }
+}
+
+impl TryFrom<String> for AdapterChoice {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
 }
 
 /// A secret from the configuration: never shown by `Debug`, so never logged.
@@ -98,7 +132,8 @@ impl Default for Config {
             registry: PathBuf::from("models/registry.toml"),
             model: String::new(),
             served_model_name: None,
-            adapter: None,
+            adapter: AdapterChoice::Promoted,
+            adapter_poll_secs: 10,
             verify_sha256: true,
             log_format: LogFormat::Text,
             engine: EngineSection::default(),
@@ -261,9 +296,9 @@ pub struct Cli {
     /// Model registry file.
     #[arg(long, env = "CADA_REGISTRY")]
     pub registry: Option<PathBuf>,
-    /// LoRA adapter GGUF to apply to the model (e.g. one `cada-trainer` promoted).
+    /// LoRA adapter: `promoted` (follow the adapter registry; the default), `none`, or a GGUF path.
     #[arg(long, env = "CADA_ADAPTER")]
-    pub adapter: Option<PathBuf>,
+    pub adapter: Option<AdapterChoice>,
     /// Name clients use as `model`.
     #[arg(long, env = "CADA_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
@@ -319,7 +354,7 @@ impl Cli {
             c.registry = v;
         }
         if let Some(v) = self.adapter {
-            c.adapter = Some(v);
+            c.adapter = v;
         }
         if let Some(v) = self.served_model_name {
             c.served_model_name = Some(v);
@@ -371,6 +406,21 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/gateway.toml");
         let c = Config::from_file(&path).expect("configs/gateway.toml parses");
         c.validate().expect("example config is valid");
+    }
+
+    #[test]
+    fn adapter_choices_parse() {
+        let parse = |s: &str| toml::from_str::<Config>(&format!("adapter = \"{s}\"\n"));
+        assert_eq!(
+            parse("promoted").expect("promoted").adapter,
+            AdapterChoice::Promoted
+        );
+        assert_eq!(parse("none").expect("none").adapter, AdapterChoice::None);
+        assert_eq!(
+            parse("models/adapters/v1.gguf").expect("path").adapter,
+            AdapterChoice::File(PathBuf::from("models/adapters/v1.gguf"))
+        );
+        assert_eq!(Config::default().adapter, AdapterChoice::Promoted);
     }
 
     #[test]

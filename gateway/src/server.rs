@@ -145,6 +145,7 @@ pub async fn run(
         tokio::task::spawn_blocking(move || state.load())
     };
     let mut loading = true;
+    let mut watcher: Option<tokio::task::JoinHandle<()>> = None;
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -175,7 +176,7 @@ pub async fn run(
             loaded = &mut loader, if loading => {
                 loading = false;
                 match loaded {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => watcher = watch_adapters(&state),
                     Ok(Err(e)) => return Err(e),
                     Err(e) => return Err(GatewayError::Internal(format!("model loader panicked: {e}"))),
                 }
@@ -184,6 +185,9 @@ pub async fn run(
         }
     }
     drop(listener);
+    if let Some(w) = watcher {
+        w.abort();
+    }
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: draining in-flight requests"
@@ -193,4 +197,33 @@ pub async fn run(
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
     Ok(())
+}
+
+/// With `adapter = "promoted"`, checks the adapter registry every `adapter_poll_secs` and
+/// switches to a newly promoted (or rolled back) version between requests.
+fn watch_adapters(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
+    let every = state.config.adapter_poll_secs;
+    if every == 0 || state.config.adapter != crate::config::AdapterChoice::Promoted {
+        return None;
+    }
+    let state = Arc::clone(state);
+    Some(tokio::spawn(async move {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(Duration::from_secs(every)).await;
+            let s = Arc::clone(&state);
+            match tokio::task::spawn_blocking(move || s.reload_adapter()).await {
+                Ok(Ok(_)) => last_error.clear(),
+                Ok(Err(e)) => {
+                    // Logged once per distinct error, not every poll.
+                    let e = e.to_string();
+                    if e != last_error {
+                        tracing::warn!(error = %e, "adapter registry check failed; serving the current adapter");
+                        last_error = e;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "adapter reload task failed"),
+            }
+        }
+    }))
 }

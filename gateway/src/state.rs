@@ -1,46 +1,64 @@
 //! Shared gateway state: the configuration and the engine, which becomes available once the
 //! model has loaded (until then `/readyz` and inference answer 503).
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use cada_core::adapters::AdapterRegistry;
 use cada_core::registry::resolve_path;
 use cada_core::{Engine, EngineConfig, Registry};
 
-use crate::config::Config;
+use crate::config::{AdapterChoice, Config};
 use crate::error::ApiError;
 use crate::safety::Safety;
 use crate::GatewayError;
 
-/// The loaded model and the name clients address it by.
+/// The loaded model and the name clients address it by. A request holds one `Arc<Served>`
+/// from start to end, so an adapter swap never mixes two models inside one response.
 #[derive(Debug)]
 pub struct Served {
     pub name: String,
     pub engine: Engine,
-    /// Version of the LoRA adapter the engine applies (the adapter file's stem).
+    /// Version of the LoRA adapter the engine applies (registry version or file stem).
     pub adapter: Option<String>,
+    /// The GGUF served, for reloading with another adapter.
+    pub model_path: PathBuf,
+}
+
+/// What an adapter reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    pub adapter: Option<String>,
+    pub changed: bool,
 }
 
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
-    served: OnceLock<Served>,
+    served: RwLock<Option<Arc<Served>>>,
     safety: OnceLock<Arc<Safety>>,
+    /// One reload at a time (watcher and admin calls).
+    reloading: Mutex<()>,
 }
 
 impl AppState {
     pub fn new(config: Config) -> Self {
         Self {
             config,
-            served: OnceLock::new(),
+            served: RwLock::new(None),
             safety: OnceLock::new(),
+            reloading: Mutex::new(()),
         }
     }
 
     /// The served model, once loaded.
-    pub fn served(&self) -> Option<&Served> {
+    pub fn served(&self) -> Option<Arc<Served>> {
         // Ready only once the safety layer is loaded too.
-        self.safety.get().and(self.served.get())
+        self.safety.get()?;
+        self.served
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Policy, retrieval and case store, once loaded.
@@ -48,13 +66,52 @@ impl AppState {
         self.safety.get()
     }
 
-    /// The engine for a request naming `model`: 503 while loading, 404 for another model.
-    pub fn engine_for(&self, model: &str) -> Result<&Engine, ApiError> {
+    /// The served model for a request naming `model`: 503 while loading, 404 for another model.
+    pub fn engine_for(&self, model: &str) -> Result<Arc<Served>, ApiError> {
         let served = self.served().ok_or_else(ApiError::not_ready)?;
         if served.name != model {
             return Err(ApiError::model_not_found(model));
         }
-        Ok(&served.engine)
+        Ok(served)
+    }
+
+    /// The adapter registry next to the model registry.
+    pub fn adapter_registry(&self) -> AdapterRegistry {
+        AdapterRegistry::beside(&self.config.registry)
+    }
+
+    /// The adapter the configuration asks for now: (version, file).
+    fn wanted_adapter(&self) -> Result<Option<(String, PathBuf)>, GatewayError> {
+        match &self.config.adapter {
+            AdapterChoice::None => Ok(None),
+            AdapterChoice::File(path) => {
+                let version = path.file_stem().map_or_else(
+                    || path.display().to_string(),
+                    |s| s.to_string_lossy().into_owned(),
+                );
+                Ok(Some((version, path.clone())))
+            }
+            AdapterChoice::Promoted => Ok(self
+                .adapter_registry()
+                .promoted()
+                .map_err(|e| GatewayError::Internal(format!("adapter registry: {e}")))?
+                .map(|(entry, file)| (entry.version, file))),
+        }
+    }
+
+    fn engine_config(&self, model_path: &Path, adapter: Option<&Path>) -> EngineConfig {
+        let c = &self.config;
+        EngineConfig {
+            model_path: model_path.to_path_buf(),
+            n_gpu_layers: c.engine.n_gpu_layers,
+            n_threads: (c.engine.threads > 0).then_some(c.engine.threads),
+            n_slots: c.engine.parallel,
+            ctx_per_slot: c.engine.ctx_per_slot,
+            n_batch: c.engine.batch,
+            max_queue: c.engine.max_queue,
+            flash_attention: c.engine.flash_attention,
+            adapter: adapter.map(Path::to_path_buf),
+        }
     }
 
     /// Resolves, verifies and loads the configured model. Blocking.
@@ -68,25 +125,13 @@ impl AppState {
             registry.resolve_chat((!c.model.is_empty()).then_some(c.model.as_str()))?
         };
         resolved.verify(c.verify_sha256)?;
-        let engine = Engine::load(EngineConfig {
-            model_path: resolved.path.clone(),
-            n_gpu_layers: c.engine.n_gpu_layers,
-            n_threads: (c.engine.threads > 0).then_some(c.engine.threads),
-            n_slots: c.engine.parallel,
-            ctx_per_slot: c.engine.ctx_per_slot,
-            n_batch: c.engine.batch,
-            max_queue: c.engine.max_queue,
-            flash_attention: c.engine.flash_attention,
-            adapter: c.adapter.clone(),
-        })?;
-        let adapter = c.adapter.as_ref().map(|p| {
-            p.file_stem().map_or_else(
-                || p.display().to_string(),
-                |s| s.to_string_lossy().into_owned(),
-            )
-        });
+        let wanted = self.wanted_adapter()?;
+        let engine = Engine::load(
+            self.engine_config(&resolved.path, wanted.as_ref().map(|w| w.1.as_path())),
+        )?;
         let name = c.served_model_name.clone().unwrap_or(resolved.id);
         let info = engine.info();
+        let adapter = wanted.map(|w| w.0);
         tracing::info!(
             model = %name,
             path = %resolved.path.display(),
@@ -97,12 +142,58 @@ impl AppState {
             adapter = adapter.as_deref().unwrap_or("none"),
             "model loaded"
         );
-        let _ = self.served.set(Served {
+        *self
+            .served
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(Served {
             name,
             engine,
             adapter,
-        });
+            model_path: resolved.path,
+        }));
         let _ = self.safety.set(safety);
         Ok(())
+    }
+
+    /// Serves the adapter the configuration asks for now, if it differs from the served one:
+    /// loads a new engine in the caller's thread (blocking), then switches between requests.
+    /// Requests already running finish on the old engine, which is freed after the last one.
+    pub fn reload_adapter(&self) -> Result<Reload, GatewayError> {
+        let _one = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self
+            .served()
+            .ok_or_else(|| GatewayError::Internal("the model is not loaded yet".into()))?;
+        let wanted = self.wanted_adapter()?;
+        if wanted.as_ref().map(|w| &w.0) == current.adapter.as_ref() {
+            return Ok(Reload {
+                adapter: current.adapter.clone(),
+                changed: false,
+            });
+        }
+        let engine = Engine::load(
+            self.engine_config(&current.model_path, wanted.as_ref().map(|w| w.1.as_path())),
+        )?;
+        let adapter = wanted.map(|w| w.0);
+        tracing::info!(
+            from = current.adapter.as_deref().unwrap_or("none"),
+            to = adapter.as_deref().unwrap_or("none"),
+            "adapter switched"
+        );
+        *self
+            .served
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(Served {
+            name: current.name.clone(),
+            engine,
+            adapter: adapter.clone(),
+            model_path: current.model_path.clone(),
+        }));
+        Ok(Reload {
+            adapter,
+            changed: true,
+        })
     }
 }

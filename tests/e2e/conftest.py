@@ -20,7 +20,8 @@ class Gateway:
         binary = os.environ.get("CADA_GATEWAY_BIN", str(ROOT / "target" / "release" / "cada-gateway"))
         env = dict(os.environ, CADA_LOG="info", NO_COLOR="1", **(env or {}))
         self.proc = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:0", "--registry", str(ROOT / "models" / "registry.toml"), *args],
+            # `--adapter none`: the tests serve the base model, whatever was promoted locally.
+            [binary, "--listen", "127.0.0.1:0", "--registry", str(ROOT / "models" / "registry.toml"), "--adapter", "none", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -4,7 +4,7 @@
 //! tokenized on its own, as the gateway appends it, so training and serving see the same ids.
 
 use cada_core::policy::protocol::{verdict_text, ANSWER_PREFIX, REASONING_PREFIX, VERDICT_PREFIX};
-use cada_core::policy::{Deliberation, Label};
+use cada_core::policy::Label;
 use cada_core::{ChatMessage, ChatRole, Engine, EngineError, Prompt};
 
 /// One tokenized training sequence: `prompt_len` context tokens, then the scored completion.
@@ -12,6 +12,15 @@ use cada_core::{ChatMessage, ChatRole, Engine, EngineError, Prompt};
 pub struct Sequence {
     pub tokens: Vec<u32>,
     pub prompt_len: usize,
+    /// Index in `tokens` of the verdict's first token (the one the gateway reads), if any.
+    pub verdict_at: Option<usize>,
+}
+
+/// Completion tokens of a chain and where its verdict token sits among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainTokens {
+    pub tokens: Vec<u32>,
+    pub verdict_at: usize,
 }
 
 impl Sequence {
@@ -28,37 +37,56 @@ pub fn trained_prompt(engine: &Engine, request: &str) -> Result<Prompt, EngineEr
 }
 
 /// Completion tokens of a chain: reasoning, forced verdict line, answer, end of turn.
-pub fn chain_tokens(engine: &Engine, reasoning: &str, verdict: Label, answer: &str) -> Vec<u32> {
+pub fn chain_tokens(engine: &Engine, reasoning: &str, verdict: Label, answer: &str) -> ChainTokens {
     let mut t = engine.token_ids(&format!(" {}", reasoning.trim()));
     t.extend(engine.token_ids(VERDICT_PREFIX));
+    let verdict_at = t.len();
     t.extend(engine.token_ids(&format!("{}{ANSWER_PREFIX}", verdict_text(verdict))));
     t.extend(engine.token_ids(&format!(" {}", answer.trim())));
     t.push(engine.end_of_turn());
-    t
+    ChainTokens {
+        tokens: t,
+        verdict_at,
+    }
 }
 
-/// The full training sequence of a deliberation for a request; `None` when the deliberation has
-/// no verdict (it cannot be laid out as served).
-pub fn sequence(
-    engine: &Engine,
-    request: &str,
-    chain: &Deliberation,
-) -> Result<Option<Sequence>, EngineError> {
-    let Some(verdict) = chain.verdict else {
-        return Ok(None);
-    };
-    let prompt: Vec<u32> = trained_prompt(engine, request)?
-        .token_ids()
-        .into_iter()
-        .map(|t| t as u32)
-        .collect();
-    let prompt_len = prompt.len();
-    let mut tokens = prompt;
-    tokens.extend(chain_tokens(
-        engine,
-        &chain.reasoning,
-        verdict,
-        &chain.answer,
-    ));
-    Ok(Some(Sequence { tokens, prompt_len }))
+/// The first `n` sentences of a text (all of it when `n` is 0 or it has fewer). Sentences end
+/// at `.`, `!` or `?` followed by whitespace; abbreviations may split early, which only shortens.
+pub fn first_sentences(text: &str, n: usize) -> &str {
+    let text = text.trim();
+    if n == 0 {
+        return text;
+    }
+    let mut count = 0;
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if matches!(b, b'.' | b'!' | b'?') && bytes.get(i + 1).is_none_or(u8::is_ascii_whitespace) {
+            count += 1;
+            if count == n {
+                return &text[..=i];
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_sentences;
+
+    #[test]
+    fn first_sentences_cuts_at_sentence_ends() {
+        let t = "Kill means ending a process. It is routine! Help fully? Yes.";
+        assert_eq!(first_sentences(t, 1), "Kill means ending a process.");
+        assert_eq!(
+            first_sentences(t, 2),
+            "Kill means ending a process. It is routine!"
+        );
+        assert_eq!(first_sentences(t, 9), t);
+        assert_eq!(first_sentences(t, 0), t);
+        assert_eq!(
+            first_sentences("Use `kill -9 1234.5` now", 1),
+            "Use `kill -9 1234.5` now"
+        );
+    }
 }

@@ -34,8 +34,16 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
     },
-    /// Run case-augmented RL on collected cases (not available in this release).
-    Train,
+    /// Train an adapter (warm start, GRPO, DPO), evaluate it through the gateway against the
+    /// promoted model and promote it when it is better.
+    #[command(alias = "train")]
+    Run(RunArgs),
+    /// Serve an earlier adapter version again (default: the current one's parent).
+    Rollback {
+        /// Version to serve; without it, the promoted version's parent.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Run a labelled prompt file against an OpenAI-compatible server and report safety figures.
     #[command(
         alias = "evaluate",
@@ -49,8 +57,65 @@ An item counts as refused when the response carries the gateway's `cada.verdict`
 --data configs/policy/dev.jsonl --mode cases --out report.json"
     )]
     Eval(EvalArgs),
-    /// Export an adapter as a llama.cpp LoRA GGUF (not available in this release).
-    Export,
+    /// Copy a registry adapter version (default: the promoted one) out as a llama.cpp LoRA
+    /// GGUF, e.g. for another llama.cpp server (`llama-server --lora FILE`).
+    Export {
+        /// Version to export; default the promoted one.
+        #[arg(long)]
+        version: Option<String>,
+        /// Destination file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Retrain on a schedule: every interval, fetch the labelled cases from a gateway and run
+    /// (`run` with them as extra data) once enough new ones arrived; a lock keeps runs apart.
+    Schedule(ScheduleArgs),
+}
+
+/// Arguments of `cada-trainer run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Training configuration (TOML); see configs/trainer.toml.
+    #[arg(
+        long,
+        env = "CADA_TRAIN_CONFIG",
+        default_value = "configs/trainer.toml"
+    )]
+    pub config: PathBuf,
+    /// Override `budget_minutes`.
+    #[arg(long, value_name = "MIN")]
+    pub budget_minutes: Option<f64>,
+    /// Labelled case-store exports to train on as well (added to `extra_data`).
+    #[arg(long = "data", value_name = "JSONL")]
+    pub data: Vec<PathBuf>,
+    /// Evaluate and report, but do not promote.
+    #[arg(long)]
+    pub no_promote: bool,
+    /// Skip evaluation and promotion (smoke runs).
+    #[arg(long)]
+    pub skip_eval: bool,
+}
+
+/// Arguments of `cada-trainer schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Gateway base URL (without `/v1`) whose `/admin/cases/export` supplies labelled cases.
+    #[arg(long, env = "CADA_GATEWAY_URL", value_name = "URL")]
+    pub gateway: String,
+    /// Admin key of that gateway.
+    #[arg(long, env = "CADA_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Minutes between checks.
+    #[arg(long, default_value_t = 60.0)]
+    pub interval_minutes: f64,
+    /// Newly labelled cases needed to start a run.
+    #[arg(long, default_value_t = 50)]
+    pub min_new_cases: usize,
+    /// Check once and exit (for cron jobs and systemd timers).
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// Arguments of `cada-trainer eval`.

@@ -12,3 +12,5 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod reward;
+pub mod run;
+pub mod schedule;

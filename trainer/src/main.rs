@@ -1,6 +1,6 @@
-//! `cada-trainer`: the case-augmented RL trainer's command line. This release ships the CLI
-//! skeleton, registry access and the safety evaluation (`eval`); the training commands arrive
-//! with the trainer issue.
+//! `cada-trainer`: the case-augmented RL trainer's command line, a thin layer over the
+//! `cada_trainer` library: `run` (train, evaluate, promote), `schedule`, `eval`, `export`,
+//! `rollback` and `models`.
 
 use std::process::ExitCode;
 
@@ -8,8 +8,11 @@ use anyhow::Context;
 use cada_core::Registry;
 use clap::Parser;
 
-use cada_trainer::cli::{Cli, Command};
+use cada_core::adapters::AdapterRegistry;
+use cada_trainer::cli::{Cli, Command, RunArgs, ScheduleArgs};
 use cada_trainer::eval;
+use cada_trainer::run::{self, RunOptions, TrainConfig};
+use cada_trainer::schedule::{self, ScheduleState};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -57,9 +60,124 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Eval(args) => eval::run(args),
-        Command::Train | Command::Export => {
-            eprintln!("this command is not available yet: the trainer ships the CLI, registry access and `eval` only");
-            Ok(ExitCode::from(2))
+        Command::Run(args) => {
+            let config = train_config(args)?;
+            let opts = RunOptions {
+                registry: cli.registry.clone(),
+                promote: !args.no_promote,
+                skip_eval: args.skip_eval,
+            };
+            let outcome = run::run(&config, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Rollback { to } => {
+            let index = AdapterRegistry::beside(&cli.registry);
+            match index.rollback(to.as_deref())? {
+                Some(v) => println!("serving adapter {v}"),
+                None => println!("serving the base model without an adapter"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { version, out } => {
+            let index = AdapterRegistry::beside(&cli.registry);
+            let wanted = match version {
+                Some(v) => v.clone(),
+                None => index
+                    .read()?
+                    .promoted
+                    .context("no adapter is promoted; name one with --version")?,
+            };
+            let entry = index
+                .read()?
+                .versions
+                .into_iter()
+                .find(|e| e.version == wanted)
+                .with_context(|| format!("no adapter version '{wanted}' in the registry"))?;
+            std::fs::copy(index.dir.join(&entry.file), out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{} -> {}", entry.version, out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schedule(args) => schedule(cli, args),
+    }
+}
+
+/// Loads the run configuration with the command line's overrides.
+fn train_config(args: &RunArgs) -> anyhow::Result<TrainConfig> {
+    let mut config = TrainConfig::from_file(&args.config)?;
+    if let Some(m) = args.budget_minutes {
+        config.budget_minutes = m;
+    }
+    config.extra_data.extend(args.data.iter().cloned());
+    Ok(config)
+}
+
+fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
+    let config = train_config(&args.run)?;
+    std::fs::create_dir_all(&config.runs_dir)
+        .with_context(|| format!("creating {}", config.runs_dir.display()))?;
+    let state_path = config.runs_dir.join("schedule.json");
+    let lock_path = config.runs_dir.join("trainer.lock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    loop {
+        let state = ScheduleState::read(&state_path);
+        let started = cada_core::adapters::now() as i64;
+        match schedule::RunLock::acquire(&lock_path) {
+            Err(e) => eprintln!("skipping this check: {e}"),
+            Ok(lock) => {
+                let new = rt.block_on(schedule::fetch_cases(
+                    &args.gateway,
+                    args.admin_key.as_deref(),
+                    state.last_run,
+                ));
+                match new {
+                    Err(e) => eprintln!("cannot fetch cases: {e}"),
+                    Ok(new) if schedule::count_lines(&new) < args.min_new_cases => eprintln!(
+                        "{} newly labelled cases, {} needed: not training",
+                        schedule::count_lines(&new),
+                        args.min_new_cases
+                    ),
+                    Ok(_) => {
+                        let all = rt
+                            .block_on(schedule::fetch_cases(
+                                &args.gateway,
+                                args.admin_key.as_deref(),
+                                None,
+                            ))
+                            .map_err(anyhow::Error::msg)?;
+                        let file = config.runs_dir.join(format!("cases-{started}.jsonl"));
+                        std::fs::write(&file, &all)?;
+                        let mut run_config = config.clone();
+                        run_config.extra_data.push(file);
+                        let opts = RunOptions {
+                            registry: cli.registry.clone(),
+                            promote: !args.run.no_promote,
+                            skip_eval: args.run.skip_eval,
+                        };
+                        match run::run(&run_config, &opts) {
+                            Ok(outcome) => {
+                                eprintln!("{}: {}", outcome.run_id, outcome.decision);
+                                ScheduleState {
+                                    last_run: Some(started),
+                                    last_run_id: Some(outcome.run_id),
+                                }
+                                .write(&state_path)?;
+                            }
+                            Err(e) => eprintln!("training run failed: {e}"),
+                        }
+                    }
+                }
+                drop(lock);
+            }
+        }
+        if args.once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_secs_f64(
+            args.interval_minutes * 60.0,
+        ));
     }
 }

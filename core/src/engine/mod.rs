@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
 
 pub use chat::{ChatMessage, ChatRole, Prompt};
 pub use error::EngineError;
@@ -255,6 +256,16 @@ impl Engine {
         let mut bytes = Vec::new();
         for t in &prompt.tokens {
             vocab.token_to_piece_into(*t, &mut bytes, true, None);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Text of plain token ids (the trainer's sequences), special tokens rendered.
+    pub fn detokenize(&self, ids: &[u32]) -> String {
+        let vocab = self.inner.model.vocab();
+        let mut bytes = Vec::new();
+        for &t in ids {
+            vocab.token_to_piece_into(LlamaToken(t as i32), &mut bytes, true, None);
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }

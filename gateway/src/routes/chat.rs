@@ -19,8 +19,8 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     let limits = &state.config.limits;
     let body = read_json(req, limits.max_body_bytes).await?;
     let request = ChatRequest::parse(&body, state.config.max_tokens_cap(), limits.max_messages)?;
-    let served = state.served().ok_or_else(ApiError::not_ready)?;
-    let engine = state.engine_for(&request.common.model)?;
+    let served = state.engine_for(&request.common.model)?;
+    let engine = &served.engine;
     let safety = state.safety().ok_or_else(ApiError::not_ready)?;
     let mode = match request.safety_mode {
         Some(mode) => mode,

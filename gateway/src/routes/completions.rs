@@ -15,8 +15,9 @@ use crate::state::AppState;
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response, ApiError> {
     let body = read_json(req, state.config.limits.max_body_bytes).await?;
     let request = CompletionRequest::parse(&body, state.config.max_tokens_cap())?;
-    let engine = state.engine_for(&request.common.model)?;
-    let adapter = state.served().and_then(|s| s.adapter.clone());
+    let served = state.engine_for(&request.common.model)?;
+    let engine = &served.engine;
+    let adapter = served.adapter.clone();
     let prompt = engine.text_prompt(&request.prompt);
     let common = request.common;
     let generation = engine.generate(prompt, common.params)?;

@@ -32,6 +32,7 @@ pub fn ready(state: &AppState) -> Response {
                 &json!({
                     "status": "ready",
                     "model": s.name,
+                    "adapter": s.adapter,
                     "slots": s.engine.config().n_slots,
                     "slots_active": stats.active.load(Ordering::Relaxed),
                     "queued": stats.queued.load(Ordering::Relaxed),

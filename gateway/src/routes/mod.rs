@@ -1,5 +1,6 @@
 //! Routing: one file per endpoint group, all answering through the same error mapping.
 
+pub mod adapter;
 pub mod admin;
 pub mod chat;
 pub mod completions;
@@ -31,6 +32,9 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respo
         (Method::POST, "/v1/feedback") => feedback::handle(&state, req).await,
         (_, p) if p == "/admin/cases" || p.starts_with("/admin/cases/") => {
             admin::route(&state, req).await
+        }
+        (_, p) if p == "/admin/adapter" || p.starts_with("/admin/adapter/") => {
+            adapter::route(state, req).await
         }
         (
             _,

@@ -14,6 +14,7 @@ fn model_object(s: &Served) -> Value {
         "object": "model",
         "created": 0,
         "owned_by": "cada",
+        "adapter": s.adapter,
         "meta": {
             "architecture": info.architecture,
             "n_params": info.n_params,
@@ -26,13 +27,17 @@ fn model_object(s: &Served) -> Value {
 }
 
 pub fn list(state: &AppState) -> Response {
-    let data: Vec<Value> = state.served().map(model_object).into_iter().collect();
+    let data: Vec<Value> = state
+        .served()
+        .map(|s| model_object(&s))
+        .into_iter()
+        .collect();
     json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
 }
 
 pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
     match state.served() {
-        Some(s) if s.name == id => Ok(json_response(StatusCode::OK, &model_object(s))),
+        Some(s) if s.name == id => Ok(json_response(StatusCode::OK, &model_object(&s))),
         Some(_) => Err(ApiError::model_not_found(id)),
         None => Err(ApiError::not_ready()),
     }

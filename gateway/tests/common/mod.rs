@@ -45,6 +45,8 @@ pub fn base_config() -> Config {
     let mut c = Config {
         registry: root.join("models/registry.toml"),
         verify_sha256: false,
+        // Tests serve the base model, whatever a developer promoted locally.
+        adapter: cada_gateway::config::AdapterChoice::None,
         ..Config::default()
     };
     c.safety.mode = cada_gateway::config::Mode::Off;

@@ -20,12 +20,34 @@ pub use client::SafetyMode;
 use crate::cli::EvalArgs;
 use client::{Client, RequestOptions};
 use item::ItemResult;
-use report::Report;
+pub use report::{Figures, Report};
 
 /// Environment variable read for the API key when neither `--api-key` nor `CADA_API_KEY` is set.
 const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    let report = evaluate_to_report(args)?;
+    if let Some(out) = &args.out {
+        let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
+        std::fs::write(out, json + "\n").with_context(|| format!("writing {}", out.display()))?;
+    }
+    print!("{}", table::render(&report));
+
+    let figures = &report.figures;
+    if figures.errors == figures.n {
+        let first = report
+            .items
+            .iter()
+            .find_map(|i| i.error.as_deref())
+            .unwrap_or("unknown error");
+        bail!("all {} requests failed; the first: {first}", figures.n);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the evaluation and returns the report without printing or writing it (the trainer's
+/// promotion gate uses this).
+pub fn evaluate_to_report(args: &EvalArgs) -> anyhow::Result<Report> {
     let mut items = load_dev(&args.data).context("reading the data set")?;
     if let Some(limit) = args.limit {
         items.truncate(limit);
@@ -91,23 +113,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         figures: report::figures(&results),
         items: results,
     };
-
-    if let Some(out) = &args.out {
-        let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
-        std::fs::write(out, json + "\n").with_context(|| format!("writing {}", out.display()))?;
-    }
-    print!("{}", table::render(&report));
-
-    let figures = &report.figures;
-    if figures.errors == figures.n {
-        let first = report
-            .items
-            .iter()
-            .find_map(|i| i.error.as_deref())
-            .unwrap_or("unknown error");
-        bail!("all {} requests failed; the first: {first}", figures.n);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
 /// Sends every item with at most `concurrency` in flight; results come back in input order.

@@ -103,6 +103,18 @@ pub fn sft(logp: &Tensor) -> Result<Tensor, ModelError> {
     Ok(logp.mean_all()?.neg()?)
 }
 
+/// Weighted negative log-likelihood: `-sum(w log p) / sum(w)`, so single decisive tokens (the
+/// verdict) can count more than the prose around them.
+pub fn weighted_sft(logp: &Tensor, weights: &Tensor) -> Result<Tensor, ModelError> {
+    let total = weights.sum_all()?.to_scalar::<f32>()?;
+    if total <= 0.0 {
+        return Err(ModelError::Config(
+            "weights must sum to a positive value".into(),
+        ));
+    }
+    Ok(((logp * weights)?.sum_all()? / f64::from(total))?.neg()?)
+}
+
 /// Group-normalised advantages: (r - mean) / (std + 1e-4); all zero when the group agrees.
 pub fn group_advantages(rewards: &[f32]) -> Vec<f32> {
     let n = rewards.len().max(1) as f32;

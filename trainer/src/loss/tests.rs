@@ -18,6 +18,13 @@ fn sft_is_the_negative_mean_log_likelihood() {
 }
 
 #[test]
+fn weighted_sft_weighs_tokens() {
+    let l = weighted_sft(&t(&[-1.0, -3.0]), &t(&[1.0, 3.0])).unwrap();
+    assert!((scalar(&l) - 2.5).abs() < 1e-6);
+    assert!(weighted_sft(&t(&[-1.0]), &t(&[0.0])).is_err());
+}
+
+#[test]
 fn advantages_are_group_normalised() {
     let a = group_advantages(&[1.0, 0.0, 0.0, 1.0]);
     let expected = 0.5 / 0.5001;

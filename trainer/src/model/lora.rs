@@ -98,7 +98,11 @@ impl LoraConfig {
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
-        if self.rank == 0 || self.alpha.is_nan() || self.alpha <= 0.0 || !(0.0..1.0).contains(&self.dropout) {
+        if self.rank == 0
+            || self.alpha.is_nan()
+            || self.alpha <= 0.0
+            || !(0.0..1.0).contains(&self.dropout)
+        {
             return Err(ModelError::Config(format!(
                 "lora needs rank > 0, alpha > 0 and dropout in [0, 1): {self:?}"
             )));
@@ -215,7 +219,7 @@ impl Linear {
         x: &Tensor,
         lora: Option<(&LoraPair, f64, f32)>,
     ) -> candle_core::Result<Tensor> {
-        let base = x.broadcast_matmul(&self.weight.t()?)?;
+        let base = super::frozen::frozen_matmul(x, &self.weight)?;
         let Some((pair, scale, dropout)) = lora else {
             return Ok(base);
         };

@@ -3,6 +3,7 @@
 //! only trainable parameters. Layer and field names mirror the GGUF tensor names.
 
 mod config;
+mod frozen;
 mod layers;
 pub mod lora;
 pub mod tiny;
@@ -151,7 +152,7 @@ impl Llama {
 
     /// Logits for hidden states of any leading shape: ... x vocab.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(hidden.broadcast_matmul(&self.output.t()?)?)
+        Ok(frozen::frozen_matmul(hidden, &self.output)?)
     }
 
     /// Log-probabilities of `targets` under the logits at `positions` of each row: the

@@ -1,0 +1,302 @@
+//! The training run's configuration (`configs/trainer.toml` documents every key): one TOML
+//! file, validated before any work starts, recorded verbatim in each run's report and in the
+//! registry entry of a promoted adapter.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::loss::Aggregation;
+use crate::model::LoraConfig;
+use crate::optim::AdamWConfig;
+use crate::reward::RewardConfig;
+
+/// What a training sequence is conditioned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The bare request, as `trained` mode serves it: the model internalises the codes and
+    /// precedents instead of reading them (the deliberative-alignment way). The default,
+    /// because the point of training is a model that needs no long context at serving time,
+    /// and because the default model ignores long safety contexts anyway.
+    #[default]
+    Bare,
+    /// The codes and retrieved precedents in the system prompt, as `cases` mode serves them.
+    Cases,
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Registry id or GGUF path of the base model; empty means the registry's default.
+    pub model: String,
+    /// Codes and case library.
+    pub policy_dir: PathBuf,
+    /// Held-out evaluation prompts: read only by the promotion gate, never trained on.
+    pub dev: PathBuf,
+    /// Labelled case-store exports (JSONL) added to the library's precedents.
+    pub extra_data: Vec<PathBuf>,
+    /// Where runs write checkpoints, metrics and reports (`<runs_dir>/<run id>/`).
+    pub runs_dir: PathBuf,
+    /// Wall-clock budget for training (rollouts and updates); phases stop early to keep it.
+    pub budget_minutes: f64,
+    /// llama.cpp threads for rollouts and evaluation (0 = every core).
+    pub threads: u32,
+    /// Seed for shuffling and sampling.
+    pub seed: u64,
+    pub condition: Condition,
+    pub lora: LoraConfig,
+    pub optim: AdamWConfig,
+    pub reward: RewardConfig,
+    pub warm_start: WarmStart,
+    pub grpo: Grpo,
+    pub dpo: Dpo,
+    pub promote: Promote,
+}
+
+/// Rejection-sampling fine-tuning: sample chains, keep the best, fine-tune on them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarmStart {
+    /// Chains sampled per prompt with the case-augmented context; 0 keeps only the written
+    /// reference chains (rationale + exemplar answer) of library precedents.
+    pub samples: usize,
+    pub temperature: f32,
+    /// Token cap of a sampled chain.
+    pub max_tokens: u32,
+    /// Precedents in the sampling context (the prompt's own case is never among them).
+    pub precedents: usize,
+    /// Passes over the kept chains.
+    pub epochs: usize,
+    /// Sequences per forward pass.
+    pub micro_batch: usize,
+    /// Micro-batches per optimiser update.
+    pub accumulation: usize,
+    /// Loss weight of the verdict token against 1 for every other token: the verdict is what
+    /// the gateway reads, one token among a hundred or more of reasoning and answer.
+    pub verdict_weight: f32,
+    /// Sentences of a written rationale kept as reasoning (0 = all). Short reasoning trains
+    /// faster and serves faster; the first sentence of a good rationale carries the judgement.
+    pub reasoning_sentences: usize,
+    /// Sentences of a written exemplar answer kept (0 = all).
+    pub answer_sentences: usize,
+}
+
+/// Group-relative policy optimisation on self-generated chains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grpo {
+    /// Updates; 0 skips GRPO.
+    pub steps: usize,
+    /// Prompts per update.
+    pub prompts_per_step: usize,
+    /// Chains per prompt (the group).
+    pub group: usize,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub beta: f64,
+    pub epsilon: f64,
+    pub aggregation: Aggregation,
+    /// Learning rate of this phase (the warm start uses `optim.lr`).
+    pub lr: f64,
+    /// Updates between re-exports of the adapter into the rollout engine.
+    pub reload_every: usize,
+}
+
+/// Direct preference optimisation on the best and worst chain of each GRPO group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dpo {
+    /// Passes over the collected pairs after GRPO; 0 skips DPO.
+    pub epochs: usize,
+    pub beta: f64,
+    pub lr: f64,
+}
+
+/// The promotion gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Promote {
+    /// Largest allowed drop of benign compliance against the promoted model (0.02 = 2 points).
+    pub benign_tolerance: f64,
+    /// `max_tokens` of each evaluation request.
+    pub eval_max_tokens: u32,
+    /// Requests in flight during evaluation (and gateway slots).
+    pub eval_concurrency: u16,
+    /// Evaluate only the first N dev items (0 = all); for quick checks, not for promotion.
+    pub eval_limit: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            policy_dir: PathBuf::from("configs/policy"),
+            dev: PathBuf::from("configs/policy/dev.jsonl"),
+            extra_data: Vec::new(),
+            runs_dir: PathBuf::from("runs"),
+            budget_minutes: 40.0,
+            threads: 0,
+            seed: 7,
+            condition: Condition::Bare,
+            lora: LoraConfig {
+                rank: 16,
+                alpha: 32.0,
+                dropout: 0.05,
+                ..LoraConfig::default()
+            },
+            optim: AdamWConfig {
+                lr: 5e-4,
+                ..AdamWConfig::default()
+            },
+            reward: RewardConfig::default(),
+            warm_start: WarmStart::default(),
+            grpo: Grpo::default(),
+            dpo: Dpo::default(),
+            promote: Promote::default(),
+        }
+    }
+}
+
+impl Default for WarmStart {
+    fn default() -> Self {
+        Self {
+            samples: 0,
+            temperature: 0.8,
+            max_tokens: 160,
+            precedents: 3,
+            epochs: 2,
+            micro_batch: 4,
+            accumulation: 2,
+            verdict_weight: 10.0,
+            reasoning_sentences: 1,
+            answer_sentences: 2,
+        }
+    }
+}
+
+impl Default for Grpo {
+    fn default() -> Self {
+        Self {
+            steps: 8,
+            prompts_per_step: 2,
+            group: 4,
+            temperature: 1.0,
+            max_tokens: 96,
+            beta: 0.04,
+            epsilon: 0.2,
+            aggregation: Aggregation::Token,
+            lr: 1e-4,
+            reload_every: 4,
+        }
+    }
+}
+
+impl Default for Dpo {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            beta: 0.1,
+            lr: 5e-5,
+        }
+    }
+}
+
+impl Default for Promote {
+    fn default() -> Self {
+        Self {
+            benign_tolerance: 0.10,
+            eval_max_tokens: 64,
+            eval_concurrency: 4,
+            eval_limit: 0,
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl TrainConfig {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(&path.display().to_string(), e.to_string()))?;
+        let config: Self =
+            toml::from_str(&text).map_err(|e| bad(&path.display().to_string(), e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.lora
+            .validate()
+            .map_err(|e| bad("lora", e.to_string()))?;
+        if self.budget_minutes.is_nan() || self.budget_minutes <= 0.0 {
+            return Err(bad("budget_minutes", "must be positive"));
+        }
+        if self.optim.lr <= 0.0 || self.grpo.lr <= 0.0 || self.dpo.lr <= 0.0 {
+            return Err(bad(
+                "optim.lr / grpo.lr / dpo.lr",
+                "learning rates must be positive",
+            ));
+        }
+        let w = &self.warm_start;
+        if w.verdict_weight.is_nan() || w.verdict_weight < 1.0 {
+            return Err(bad("warm_start.verdict_weight", "must be at least 1"));
+        }
+        if w.micro_batch == 0 || w.accumulation == 0 {
+            return Err(bad(
+                "warm_start.micro_batch / accumulation",
+                "must be at least 1",
+            ));
+        }
+        if self.grpo.steps > 0 && (self.grpo.group < 2 || self.grpo.prompts_per_step == 0) {
+            return Err(bad(
+                "grpo.group / prompts_per_step",
+                "a group needs at least 2 chains and a step at least 1 prompt",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.grpo.epsilon) || self.grpo.beta < 0.0 {
+            return Err(bad("grpo.epsilon / beta", "epsilon in [0, 1), beta >= 0"));
+        }
+        if !(0.0..=1.0).contains(&self.promote.benign_tolerance) {
+            return Err(bad("promote.benign_tolerance", "a share in [0, 1]"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented example is the default configuration, key for key.
+    #[test]
+    fn the_example_file_is_the_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/trainer.toml");
+        let c = TrainConfig::from_file(&path).expect("configs/trainer.toml parses");
+        assert_eq!(c, TrainConfig::default());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = TrainConfig::default();
+        c.grpo.group = 1;
+        assert!(c.validate().expect_err("group").key.contains("grpo.group"));
+        let err = toml::from_str::<TrainConfig>("[grpo]\nstepz = 3\n").expect_err("typo");
+        assert!(err.to_string().contains("stepz"), "{err}");
+    }
+}

@@ -1,0 +1,687 @@
+//! `cada-trainer run`: one training run from data to a promoted (or rejected) adapter.
+//!
+//! 1. Data: the case library's precedents plus labelled case-store exports; hashed.
+//! 2. Warm start (rejection sampling): chains sampled with the case-augmented context through
+//!    llama.cpp, scored, the best kept (the precedent's written chain when no sample earns the
+//!    full reward), then fine-tuned on in the serving layout of `trained` mode.
+//! 3. GRPO on groups of the model's own chains, sampled through llama.cpp with the adapter as
+//!    it trains, and DPO on each group's best and worst chain.
+//! 4. Export, evaluation through a real gateway against the promoted model, promotion.
+
+mod batch;
+pub mod config;
+mod gate;
+mod metrics;
+mod report;
+mod rollout;
+mod train;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cada_core::embed::{Embedder, PrecedentIndex};
+use cada_core::policy::{Deliberation, Policy};
+use cada_core::{Engine, EngineConfig, GenerationParams, Prompt, Registry};
+use serde::Serialize;
+use serde_json::json;
+
+use config::Condition;
+pub use config::TrainConfig;
+pub use gate::GateRun;
+use metrics::Metrics;
+use rollout::Sample;
+use train::Trainer;
+
+use crate::adapter::{self, AdapterMeta};
+use crate::chain::{self, Sequence};
+use crate::data::{self, Example};
+use crate::model::{Llama, ModelError};
+use crate::optim::AdamW;
+use crate::reward::{self, Reward};
+use cada_core::adapters::{self as promote, AdapterEntry, AdapterRegistry, Figures};
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("{stage}: {message}")]
+pub struct TrainError {
+    pub stage: &'static str,
+    pub message: String,
+}
+
+impl TrainError {
+    pub fn new(stage: &'static str, e: impl std::fmt::Display) -> Self {
+        Self {
+            stage,
+            message: e.to_string(),
+        }
+    }
+
+    pub fn io(stage: &'static str) -> impl Fn(std::io::Error) -> Self {
+        move |e| Self::new(stage, e)
+    }
+}
+
+impl From<ModelError> for TrainError {
+    fn from(e: ModelError) -> Self {
+        Self::new("model", e)
+    }
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::new("model", e)
+    }
+}
+
+/// Options of one invocation (not part of the recorded configuration).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The model registry file.
+    pub registry: PathBuf,
+    /// Promote when the gate passes (off: evaluate and report only).
+    pub promote: bool,
+    /// Skip the evaluation and promotion (for smoke runs).
+    pub skip_eval: bool,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub adapter: PathBuf,
+    pub data_hash: String,
+    pub examples: usize,
+    pub train_seconds: f64,
+    pub candidate: Option<Figures>,
+    pub baseline: Option<Figures>,
+    pub baseline_version: Option<String>,
+    pub promoted: bool,
+    pub decision: String,
+}
+
+/// Runs the whole pipeline.
+pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainError> {
+    config
+        .validate()
+        .map_err(|e| TrainError::new("config", e))?;
+    let registry = Registry::load(&opts.registry).map_err(|e| TrainError::new("registry", e))?;
+    let base = resolve_model(&registry, &config.model)?;
+    let policy = Policy::load(&config.policy_dir).map_err(|e| TrainError::new("policy", e))?;
+    let mut sources = vec![data::from_library(&policy.cases)];
+    for extra in &config.extra_data {
+        sources.push(data::from_export(extra).map_err(|e| TrainError::new("data", e))?);
+    }
+    let examples = data::merge(sources).map_err(|e| TrainError::new("data", e))?;
+    let data_hash = data::hash(&examples);
+    let run_id = format!("run-{}", promote::now());
+    let run_dir = config.runs_dir.join(&run_id);
+    std::fs::create_dir_all(&run_dir).map_err(TrainError::io("run directory"))?;
+    std::fs::write(
+        run_dir.join("config.toml"),
+        toml::to_string_pretty(config).map_err(|e| TrainError::new("config", e))?,
+    )
+    .map_err(TrainError::io("run directory"))?;
+    let mut metrics =
+        Metrics::create(&run_dir.join("metrics.jsonl")).map_err(TrainError::io("metrics"))?;
+    eprintln!(
+        "{run_id}: {} examples (data {}), base {}",
+        examples.len(),
+        &data_hash[..12],
+        base.display()
+    );
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(config.budget_minutes * 60.0);
+    let device = candle_core::Device::Cpu;
+    let model = Llama::load(&base, &device)?;
+    let lora = model.new_lora(config.lora.clone())?;
+    eprintln!(
+        "model loaded: {} layers, LoRA rank {} on {} projections ({} parameters)",
+        model.config.n_layers,
+        config.lora.rank,
+        lora.pairs.len(),
+        lora.n_params()
+    );
+    let mut trainer = Trainer {
+        model: &model,
+        lora: &lora,
+        opt: AdamW::new(lora.vars(), config.optim.clone())?,
+        metrics: &mut metrics,
+        rng: train::rng(config.seed),
+        deadline,
+        updates: 0,
+    };
+    let mut engine = rollout_engine(&base, None, config)?;
+    let retrieval = if config.warm_start.samples > 0 || config.condition == Condition::Cases {
+        Some(Retrieval::load(&registry, &policy)?)
+    } else {
+        None
+    };
+
+    // Warm start.
+    let kept = warm_start_chains(
+        &engine,
+        retrieval.as_ref(),
+        &policy,
+        &examples,
+        config,
+        &mut trainer,
+    )?;
+    let seqs = kept
+        .iter()
+        .map(|(e, chain)| layout(&engine, &policy, retrieval.as_ref(), e, chain, config))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+    let updates = trainer.sft(&seqs, &config.warm_start)?;
+    eprintln!(
+        "warm start: {} sequences, {updates} updates, {:.0} s",
+        seqs.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // GRPO, collecting DPO pairs.
+    let mut pairs = Vec::new();
+    let mut exported = Exported::default();
+    if config.grpo.steps > 0 && !trainer.out_of_time() {
+        trainer.opt.config.lr = config.grpo.lr;
+        let rollout_adapter = run_dir.join("rollout-adapter.gguf");
+        for step in 0..config.grpo.steps {
+            if trainer.out_of_time() {
+                break;
+            }
+            if step % config.grpo.reload_every.max(1) == 0 {
+                drop(engine);
+                adapter::write(
+                    &lora,
+                    &model.config,
+                    &AdapterMeta::default(),
+                    &rollout_adapter,
+                )?;
+                engine = rollout_engine(&base, Some(&rollout_adapter), config)?;
+            }
+            let picked = trainer.pick(examples.len(), config.grpo.prompts_per_step);
+            let prompts = picked
+                .iter()
+                .map(|&i| {
+                    condition_prompt(&engine, &policy, retrieval.as_ref(), &examples[i], config)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let params = GenerationParams {
+                temperature: config.grpo.temperature,
+                max_tokens: Some(config.grpo.max_tokens),
+                ..GenerationParams::default()
+            };
+            let seed = trainer.seed();
+            let samples = rollout::sample(&engine, &prompts, config.grpo.group, &params, seed, 8)
+                .map_err(|e| TrainError::new("rollouts", e))?;
+            let mut groups = Vec::new();
+            let mut all_rewards: Vec<Reward> = Vec::new();
+            for (&i, (group, prompt)) in picked.iter().zip(samples.iter().zip(&prompts)) {
+                let e = &examples[i];
+                let prompt_text = engine.render_tokens(prompt);
+                let scored: Vec<(Sequence, Reward)> = group
+                    .iter()
+                    .map(|s| {
+                        let r =
+                            reward::score(&s.chain, e.label, s.completion_tokens, &config.reward);
+                        exported.rollouts.push(json!({
+                            "prompt": prompt_text,
+                            "completion": s.text,
+                            "reward": r.total,
+                            "rewards": r,
+                            "label": e.label,
+                            "example": e.id,
+                            "step": step,
+                        }));
+                        (sampled_sequence(&engine, prompt, s), r)
+                    })
+                    .collect();
+                all_rewards.extend(scored.iter().map(|(_, r)| *r));
+                if let (Some(best), Some(worst)) = (
+                    scored.iter().max_by(|a, b| a.1.total.total_cmp(&b.1.total)),
+                    scored.iter().min_by(|a, b| a.1.total.total_cmp(&b.1.total)),
+                ) {
+                    if best.1.total - worst.1.total >= 0.5 {
+                        let text = |s: &Sequence| engine.detokenize(&s.tokens[s.prompt_len..]);
+                        exported.pairs.push(json!({
+                            "prompt": prompt_text,
+                            "chosen": text(&best.0),
+                            "rejected": text(&worst.0),
+                            "chosen_reward": best.1.total,
+                            "rejected_reward": worst.1.total,
+                        }));
+                        pairs.push((best.0.clone(), worst.0.clone()));
+                    }
+                }
+                let rewards = scored.iter().map(|(_, r)| r.total).collect();
+                groups.push((scored.into_iter().map(|(s, _)| s).collect(), rewards));
+            }
+            let figures = trainer.grpo_step(&groups, &config.grpo)?;
+            let mean = |f: fn(&Reward) -> f32| {
+                all_rewards.iter().map(f).sum::<f32>() / all_rewards.len().max(1) as f32
+            };
+            trainer
+                .metrics
+                .log(
+                    "grpo",
+                    trainer.updates,
+                    json!({
+                        "grpo_step": step,
+                        "reward": mean(|r| r.total),
+                        "reward_verdict": mean(|r| r.verdict),
+                        "reward_consistency": mean(|r| r.consistency),
+                        "reward_format": mean(|r| r.format),
+                        "overlength": mean(|r| r.overlength),
+                        "update": figures,
+                    }),
+                )
+                .map_err(TrainError::io("metrics"))?;
+            eprintln!(
+                "grpo step {step}: reward {:.3} (verdict {:.2})",
+                mean(|r| r.total),
+                mean(|r| r.verdict)
+            );
+        }
+    }
+    drop(engine);
+    if config.dpo.epochs > 0 && !pairs.is_empty() && !trainer.out_of_time() {
+        trainer.opt.config.lr = config.dpo.lr;
+        let made = trainer.dpo(&pairs, &config.dpo)?;
+        eprintln!("dpo: {} pairs, {made} updates", pairs.len());
+    }
+    exported.write(&run_dir)?;
+    let train_seconds = started.elapsed().as_secs_f64();
+
+    // Export.
+    let index = AdapterRegistry::beside(&opts.registry);
+    let parent = index
+        .read()
+        .map_err(|e| TrainError::new("adapter registry", e))?
+        .promoted;
+    let meta = AdapterMeta {
+        version: run_id.clone(),
+        parent: parent.clone(),
+        data_hash: data_hash.clone(),
+        policy_version: policy.version.clone(),
+    };
+    let adapter_path = run_dir.join("adapter.gguf");
+    adapter::write(&lora, &model.config, &meta, &adapter_path)?;
+    drop(trainer);
+    drop(model);
+    eprintln!(
+        "adapter written: {} after {train_seconds:.0} s",
+        adapter_path.display()
+    );
+
+    let mut outcome = RunOutcome {
+        run_id: run_id.clone(),
+        run_dir: run_dir.clone(),
+        adapter: adapter_path.clone(),
+        data_hash: data_hash.clone(),
+        examples: examples.len(),
+        train_seconds,
+        candidate: None,
+        baseline: None,
+        baseline_version: parent.clone(),
+        promoted: false,
+        decision: "not evaluated".into(),
+    };
+    if !opts.skip_eval {
+        gate_and_promote(config, opts, &index, &base, &policy, &mut outcome)?;
+    }
+    report::write(&run_dir, config, &outcome, &metrics.lines)?;
+    Ok(outcome)
+}
+
+/// The registry id or path of the base model, resolved to its GGUF.
+fn resolve_model(registry: &Registry, model: &str) -> Result<PathBuf, TrainError> {
+    if !model.is_empty() && Path::new(model).is_file() {
+        return Ok(PathBuf::from(model));
+    }
+    registry
+        .resolve_chat((!model.is_empty()).then_some(model))
+        .map(|m| m.path)
+        .map_err(|e| TrainError::new("registry", e))
+}
+
+fn rollout_engine(
+    base: &Path,
+    adapter: Option<&Path>,
+    config: &TrainConfig,
+) -> Result<Engine, TrainError> {
+    let mut c = EngineConfig::new(base);
+    c.n_slots = 8;
+    c.ctx_per_slot = 2048;
+    c.max_queue = 1024;
+    c.n_threads = (config.threads > 0).then_some(config.threads);
+    c.adapter = adapter.map(Path::to_path_buf);
+    Engine::load(c).map_err(|e| TrainError::new("rollout engine", e))
+}
+
+/// Retrieval for case-augmented prompts.
+struct Retrieval {
+    embedder: Embedder,
+    index: PrecedentIndex,
+}
+
+impl Retrieval {
+    fn load(registry: &Registry, policy: &Policy) -> Result<Self, TrainError> {
+        let dir = registry
+            .resolve_embedding(None, false)
+            .map_err(|e| TrainError::new("retrieval", e))?;
+        let embedder = Embedder::load(&dir).map_err(|e| TrainError::new("retrieval", e))?;
+        let index = PrecedentIndex::load_or_build(policy, &embedder, None)
+            .map_err(|e| TrainError::new("retrieval", e))?;
+        Ok(Self { embedder, index })
+    }
+
+    /// The `cases` prompt of an example (its own case never among the precedents).
+    fn prompt(
+        &self,
+        engine: &Engine,
+        policy: &Policy,
+        e: &Example,
+        k: usize,
+    ) -> Result<Prompt, TrainError> {
+        rollout::cases_prompt(
+            engine,
+            policy,
+            &self.index,
+            &self.embedder,
+            &e.request,
+            &e.id,
+            k,
+        )
+        .map_err(|err| TrainError::new("prompt", err))
+    }
+}
+
+/// The prompt a training sequence is conditioned on: the bare request, or (condition `cases`)
+/// the case-augmented context.
+fn condition_prompt(
+    engine: &Engine,
+    policy: &Policy,
+    retrieval: Option<&Retrieval>,
+    e: &Example,
+    config: &TrainConfig,
+) -> Result<Prompt, TrainError> {
+    match (config.condition, retrieval) {
+        (Condition::Cases, Some(r)) => r.prompt(engine, policy, e, config.warm_start.precedents),
+        _ => rollout::bare_prompt(engine, &e.request).map_err(|err| TrainError::new("prompt", err)),
+    }
+}
+
+/// A sampled chain as a training sequence: the canonical layout when it parsed, else its raw
+/// text (so malformed chains are still pushed down by their low reward).
+fn sampled_sequence(engine: &Engine, prompt: &Prompt, s: &Sample) -> Sequence {
+    let prompt: Vec<u32> = prompt.token_ids().into_iter().map(|t| t as u32).collect();
+    let prompt_len = prompt.len();
+    let (completion, verdict_at) = match s.chain.verdict {
+        Some(v) => {
+            let c = chain::chain_tokens(engine, &s.chain.reasoning, v, &s.chain.answer);
+            (c.tokens, Some(prompt_len + c.verdict_at))
+        }
+        None => {
+            let mut t = engine.token_ids(&s.text);
+            t.push(engine.end_of_turn());
+            (t, None)
+        }
+    };
+    let mut tokens = prompt;
+    tokens.extend(completion);
+    Sequence {
+        tokens,
+        prompt_len,
+        verdict_at,
+    }
+}
+
+/// A kept chain in the layout of the configured condition.
+fn layout(
+    engine: &Engine,
+    policy: &Policy,
+    retrieval: Option<&Retrieval>,
+    e: &Example,
+    chain: &Deliberation,
+    config: &TrainConfig,
+) -> Result<Option<Sequence>, TrainError> {
+    let Some(verdict) = chain.verdict else {
+        return Ok(None);
+    };
+    let prompt: Vec<u32> = condition_prompt(engine, policy, retrieval, e, config)?
+        .token_ids()
+        .into_iter()
+        .map(|t| t as u32)
+        .collect();
+    let prompt_len = prompt.len();
+    let mut tokens = prompt;
+    let c = chain::chain_tokens(engine, &chain.reasoning, verdict, &chain.answer);
+    tokens.extend(c.tokens);
+    Ok(Some(Sequence {
+        tokens,
+        prompt_len,
+        verdict_at: Some(prompt_len + c.verdict_at),
+    }))
+}
+
+/// Rejection sampling: for each example, `samples` chains with the case-augmented context; the
+/// best one that earns every reward component is kept, else the written reference chain.
+fn warm_start_chains<'e>(
+    engine: &Engine,
+    retrieval: Option<&Retrieval>,
+    policy: &Policy,
+    examples: &'e [Example],
+    config: &TrainConfig,
+    trainer: &mut Trainer<'_>,
+) -> Result<Vec<(&'e Example, Deliberation)>, TrainError> {
+    let w = &config.warm_start;
+    let reference = |e: &Example| {
+        e.rationale
+            .as_ref()
+            .zip(e.answer.as_ref())
+            .map(|(r, a)| Deliberation {
+                reasoning: chain::first_sentences(r, w.reasoning_sentences).to_owned(),
+                verdict: Some(e.label),
+                answer: chain::first_sentences(a, w.answer_sentences).to_owned(),
+            })
+    };
+    let mut sampled: Vec<Vec<Sample>> = vec![Vec::new(); examples.len()];
+    if let (true, Some(retrieval)) = (w.samples > 0, retrieval) {
+        let prompts = examples
+            .iter()
+            .map(|e| retrieval.prompt(engine, policy, e, w.precedents))
+            .collect::<Result<Vec<_>, _>>()?;
+        let params = GenerationParams {
+            temperature: w.temperature,
+            max_tokens: Some(w.max_tokens),
+            ..GenerationParams::default()
+        };
+        let t0 = Instant::now();
+        let seed = trainer.seed();
+        sampled = rollout::sample(engine, &prompts, w.samples, &params, seed, 8)
+            .map_err(|e| TrainError::new("rollouts", e))?;
+        let tokens: usize = sampled.iter().flatten().map(|s| s.completion_tokens).sum();
+        eprintln!(
+            "warm-start rollouts: {} chains, {tokens} tokens in {:.0} s ({:.1} tok/s)",
+            examples.len() * w.samples,
+            t0.elapsed().as_secs_f64(),
+            tokens as f64 / t0.elapsed().as_secs_f64()
+        );
+    }
+    let mut kept = Vec::new();
+    let (mut own, mut written, mut dropped) = (0, 0, 0);
+    for (e, samples) in examples.iter().zip(&sampled) {
+        let best = samples
+            .iter()
+            .map(|s| {
+                (
+                    s,
+                    reward::score(&s.chain, e.label, s.completion_tokens, &config.reward),
+                )
+            })
+            .filter(|(_, r)| r.verdict == 1.0 && r.consistency == 1.0 && r.format == 1.0)
+            .max_by(|a, b| a.1.total.total_cmp(&b.1.total));
+        match (best, reference(e)) {
+            (Some((s, _)), _) => {
+                own += 1;
+                kept.push((e, s.chain.clone()));
+            }
+            (None, Some(r)) => {
+                written += 1;
+                kept.push((e, r));
+            }
+            (None, None) => dropped += 1,
+        }
+    }
+    trainer
+        .metrics
+        .log(
+            "warm_start_selection",
+            0,
+            json!({"own_chains": own, "written_chains": written, "dropped": dropped}),
+        )
+        .map_err(TrainError::io("metrics"))?;
+    eprintln!("warm start keeps {own} own chains and {written} written ones; {dropped} dropped");
+    Ok(kept)
+}
+
+/// A run's rollouts and preference pairs as text JSONL, in the prompt/completion/reward and
+/// prompt/chosen/rejected layouts distributed RL trainers read.
+#[derive(Debug, Default)]
+struct Exported {
+    rollouts: Vec<serde_json::Value>,
+    pairs: Vec<serde_json::Value>,
+}
+
+impl Exported {
+    fn write(&self, run_dir: &Path) -> Result<(), TrainError> {
+        for (name, lines) in [
+            ("rollouts.jsonl", &self.rollouts),
+            ("pairs.jsonl", &self.pairs),
+        ] {
+            let mut out = String::new();
+            for l in lines {
+                out.push_str(&l.to_string());
+                out.push('\n');
+            }
+            std::fs::write(run_dir.join(name), out).map_err(TrainError::io("export"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Evaluates the candidate against the promoted model (or the base) and promotes on success.
+fn gate_and_promote(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    index: &AdapterRegistry,
+    base: &Path,
+    policy: &Policy,
+    outcome: &mut RunOutcome,
+) -> Result<(), TrainError> {
+    let dev_sha = gate::dev_sha256(&config.dev).map_err(|e| TrainError::new("eval", e))?;
+    let gate_run = |adapter: Option<PathBuf>, name: &str| GateRun {
+        registry: opts.registry.clone(),
+        model: config.model.clone(),
+        adapter,
+        policy_dir: config.policy_dir.clone(),
+        dev: config.dev.clone(),
+        data_dir: outcome.run_dir.join(format!("eval-{name}")),
+        threads: config.threads,
+        concurrency: config.promote.eval_concurrency,
+        max_tokens: config.promote.eval_max_tokens,
+        limit: (config.promote.eval_limit > 0).then_some(config.promote.eval_limit),
+    };
+    let figures_of = |report: &crate::eval::Report| Figures {
+        harmful_refusal_rate: report.figures.harmful_refusal_rate.unwrap_or(0.0),
+        benign_compliance_rate: report.figures.benign_compliance_rate.unwrap_or(0.0),
+        dev_sha256: dev_sha.clone(),
+        policy_version: report.policy_version.clone().unwrap_or_default(),
+    };
+    let comparable = |f: &Figures| {
+        f.dev_sha256 == dev_sha
+            && f.policy_version == policy.version
+            && config.promote.eval_limit == 0
+    };
+    // The baseline: recorded figures of the promoted version (or base) when comparable.
+    let current = index
+        .promoted()
+        .map_err(|e| TrainError::new("adapter registry", e))?;
+    let recorded = match &current {
+        Some((entry, _)) => Some(entry.figures.clone()),
+        None => {
+            index
+                .read()
+                .map_err(|e| TrainError::new("adapter registry", e))?
+                .base_figures
+        }
+    }
+    .filter(comparable);
+    let baseline = match recorded {
+        Some(f) => f,
+        None => {
+            eprintln!("evaluating the served baseline on the dev set");
+            let report =
+                gate::evaluate(&gate_run(current.as_ref().map(|c| c.1.clone()), "baseline"))
+                    .map_err(|e| TrainError::new("eval", e))?;
+            save_report(&outcome.run_dir, "baseline", &report)?;
+            let f = figures_of(&report);
+            if current.is_none() && config.promote.eval_limit == 0 {
+                index
+                    .set_base_figures(f.clone())
+                    .map_err(|e| TrainError::new("adapter registry", e))?;
+            }
+            f
+        }
+    };
+    eprintln!("evaluating the candidate on the dev set");
+    let report = gate::evaluate(&gate_run(Some(outcome.adapter.clone()), "candidate"))
+        .map_err(|e| TrainError::new("eval", e))?;
+    save_report(&outcome.run_dir, "candidate", &report)?;
+    let candidate = figures_of(&report);
+    let better = candidate.harmful_refusal_rate > baseline.harmful_refusal_rate;
+    let kept = candidate.benign_compliance_rate
+        >= baseline.benign_compliance_rate - config.promote.benign_tolerance;
+    outcome.decision = match (better, kept) {
+        (true, true) => "passes: harmful refusal improves and benign compliance holds".into(),
+        (false, _) => "rejected: harmful refusal does not improve".into(),
+        (true, false) => format!(
+            "rejected: benign compliance drops more than {:.0} points",
+            config.promote.benign_tolerance * 100.0
+        ),
+    };
+    if better && kept && opts.promote && config.promote.eval_limit == 0 {
+        let entry = AdapterEntry {
+            version: outcome.run_id.clone(),
+            parent: None,
+            file: String::new(),
+            sha256: cada_core::registry::sha256_file(&outcome.adapter)
+                .map_err(|e| TrainError::new("promote", e))?,
+            base_model: if config.model.is_empty() {
+                base.display().to_string()
+            } else {
+                config.model.clone()
+            },
+            data_hash: outcome.data_hash.clone(),
+            config: serde_json::to_value(config).map_err(|e| TrainError::new("promote", e))?,
+            figures: candidate.clone(),
+            created: promote::now(),
+        };
+        index
+            .promote(&outcome.adapter, entry)
+            .map_err(|e| TrainError::new("promote", e))?;
+        outcome.promoted = true;
+    }
+    outcome.candidate = Some(candidate);
+    outcome.baseline = Some(baseline);
+    Ok(())
+}
+
+fn save_report(run_dir: &Path, name: &str, report: &crate::eval::Report) -> Result<(), TrainError> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| TrainError::new("report", e))?;
+    std::fs::write(run_dir.join(format!("eval-{name}.json")), json)
+        .map_err(TrainError::io("report"))
+}

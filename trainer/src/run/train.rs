@@ -1,0 +1,235 @@
+//! The training phases over the candle model: fine-tuning on kept chains (the warm start), GRPO
+//! on groups of self-generated chains, and DPO on each group's best and worst chain.
+
+use std::time::Instant;
+
+use candle_core::Tensor;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use super::batch::Batch;
+use super::config::{Dpo, Grpo, WarmStart};
+use super::metrics::Metrics;
+use super::TrainError;
+use crate::chain::Sequence;
+use crate::loss::{self, GrpoConfig};
+use crate::model::{AdapterCtx, Llama, Lora};
+use crate::optim::AdamW;
+
+/// Shared state of the phases.
+#[derive(Debug)]
+pub struct Trainer<'a> {
+    pub model: &'a Llama,
+    pub lora: &'a Lora,
+    pub opt: AdamW,
+    pub metrics: &'a mut Metrics,
+    pub rng: rand::rngs::StdRng,
+    /// When the training budget runs out.
+    pub deadline: Instant,
+    /// Optimiser updates so far, over all phases.
+    pub updates: usize,
+}
+
+fn train_ctx(lora: &Lora) -> AdapterCtx<'_> {
+    AdapterCtx {
+        lora: Some(lora),
+        train: true,
+    }
+}
+
+const NO_ADAPTER: AdapterCtx<'static> = AdapterCtx {
+    lora: None,
+    train: false,
+};
+
+impl Trainer<'_> {
+    pub fn out_of_time(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Supervised epochs on `seqs` (micro-batches of similar length). Returns the updates made.
+    pub fn sft(&mut self, seqs: &[Sequence], cfg: &WarmStart) -> Result<usize, TrainError> {
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        let mut made = 0;
+        for epoch in 0..cfg.epochs {
+            order.shuffle(&mut self.rng);
+            // Similar lengths together (less padding), batches in random order.
+            let mut batches: Vec<Vec<usize>> = {
+                let mut sorted = order.clone();
+                sorted.sort_by_key(|&i| seqs[i].tokens.len());
+                sorted
+                    .chunks(cfg.micro_batch)
+                    .map(<[usize]>::to_vec)
+                    .collect()
+            };
+            batches.shuffle(&mut self.rng);
+            let n_batches = batches.len();
+            for (b, idx) in batches.iter().enumerate() {
+                if self.out_of_time() {
+                    return Ok(made);
+                }
+                let started = Instant::now();
+                let picked: Vec<&Sequence> = idx.iter().map(|&i| &seqs[i]).collect();
+                let batch = Batch::new(self.model, &picked)?;
+                let logp = batch.logprobs(self.model, train_ctx(self.lora))?;
+                let l = loss::weighted_sft(&logp, &batch.weights(cfg.verdict_weight)?)?;
+                self.opt.accumulate(&l.backward()?)?;
+                let value = l.to_scalar::<f32>()?;
+                let verdict_nll = if batch.verdicts.is_empty() {
+                    None
+                } else {
+                    let idx: Vec<u32> = batch.verdicts.iter().map(|&v| v as u32).collect();
+                    let idx = Tensor::new(idx.as_slice(), logp.device())?;
+                    Some(-logp.index_select(&idx, 0)?.mean_all()?.to_scalar::<f32>()?)
+                };
+                let last = b + 1 == n_batches;
+                if (b + 1) % cfg.accumulation == 0 || last {
+                    if let Some(info) = self.opt.update()? {
+                        self.updates += 1;
+                        made += 1;
+                        if made % 5 == 0 || last {
+                            eprintln!(
+                                "warm start: epoch {}/{}, batch {}/{n_batches}, loss {value:.3}",
+                                epoch + 1,
+                                cfg.epochs,
+                                b + 1
+                            );
+                        }
+                        self.metrics
+                            .log(
+                                "warm_start",
+                                self.updates,
+                                json!({
+                                    "epoch": epoch,
+                                    "loss": value,
+                                    "verdict_nll": verdict_nll,
+                                    "grad_norm": info.grad_norm,
+                                    "tokens": batch.tokens,
+                                    "tokens_per_s": batch.tokens as f64 / started.elapsed().as_secs_f64(),
+                                }),
+                            )
+                            .map_err(TrainError::io("metrics"))?;
+                    }
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    /// One GRPO update on groups of chains (each group: one prompt's sequences and rewards).
+    /// Groups whose rewards are all equal carry no signal and are skipped. Returns the loss
+    /// figures, or `None` when no group had a signal.
+    pub fn grpo_step(
+        &mut self,
+        groups: &[(Vec<Sequence>, Vec<f32>)],
+        cfg: &Grpo,
+    ) -> Result<Option<serde_json::Value>, TrainError> {
+        let config = GrpoConfig {
+            beta: cfg.beta,
+            epsilon: cfg.epsilon,
+            aggregation: cfg.aggregation,
+        };
+        let mut losses = Vec::new();
+        let mut kls = Vec::new();
+        let mut clips = Vec::new();
+        let mut tokens = 0;
+        for (seqs, rewards) in groups {
+            let adv = loss::group_advantages(rewards);
+            if adv.iter().all(|a| a.abs() < 1e-6) {
+                continue;
+            }
+            let picked: Vec<&Sequence> = seqs.iter().collect();
+            let batch = Batch::new(self.model, &picked)?;
+            let reference = batch.logprobs(self.model, NO_ADAPTER)?.detach();
+            let new = batch.logprobs(self.model, train_ctx(self.lora))?;
+            // One update per batch of rollouts: the sampling policy is the current one.
+            let old = new.detach();
+            let out = loss::grpo(&new, &old, &reference, &adv, &batch.segments, &config)?;
+            self.opt.accumulate(&out.loss.backward()?)?;
+            losses.push(out.loss.to_scalar::<f32>()?);
+            kls.push(out.kl);
+            clips.push(out.clip_fraction);
+            tokens += batch.tokens;
+        }
+        if losses.is_empty() {
+            return Ok(None);
+        }
+        let info = self.opt.update()?;
+        self.updates += 1;
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
+        Ok(Some(json!({
+            "loss": mean(&losses),
+            "kl": mean(&kls),
+            "clip_fraction": mean(&clips),
+            "grad_norm": info.map(|i| i.grad_norm),
+            "groups_with_signal": losses.len(),
+            "tokens": tokens,
+        })))
+    }
+
+    /// DPO passes over (chosen, rejected) pairs. Returns the updates made.
+    pub fn dpo(&mut self, pairs: &[(Sequence, Sequence)], cfg: &Dpo) -> Result<usize, TrainError> {
+        let mut made = 0;
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        for _ in 0..cfg.epochs {
+            order.shuffle(&mut self.rng);
+            for &i in &order {
+                if self.out_of_time() {
+                    return Ok(made);
+                }
+                let (chosen, rejected) = &pairs[i];
+                let batch = Batch::new(self.model, &[chosen, rejected])?;
+                let sums = |ctx| -> Result<Tensor, TrainError> {
+                    Ok(batch.segments.sums(&batch.logprobs(self.model, ctx)?)?)
+                };
+                let reference = sums(NO_ADAPTER)?.detach();
+                let policy = sums(train_ctx(self.lora))?;
+                let l = loss::dpo(
+                    &policy.get(0)?,
+                    &policy.get(1)?,
+                    &reference.get(0)?,
+                    &reference.get(1)?,
+                    cfg.beta,
+                )?;
+                self.opt.accumulate(&l.backward()?)?;
+                let info = self.opt.update()?;
+                self.updates += 1;
+                made += 1;
+                let margin = ((policy.get(0)? - reference.get(0)?)?
+                    - (policy.get(1)? - reference.get(1)?)?)?
+                .to_scalar::<f32>()?;
+                self.metrics
+                    .log(
+                        "dpo",
+                        self.updates,
+                        json!({
+                            "loss": l.to_scalar::<f32>()?,
+                            "margin": margin,
+                            "grad_norm": info.map(|i| i.grad_norm),
+                        }),
+                    )
+                    .map_err(TrainError::io("metrics"))?;
+            }
+        }
+        Ok(made)
+    }
+
+    /// Picks `n` distinct indices below `len`.
+    pub fn pick(&mut self, len: usize, n: usize) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..len).collect();
+        all.shuffle(&mut self.rng);
+        all.truncate(n.min(len));
+        all
+    }
+
+    /// A fresh seed for sampling.
+    pub fn seed(&mut self) -> u64 {
+        self.rng.random()
+    }
+}
+
+/// A deterministic random generator for a run.
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}

@@ -1,0 +1,184 @@
+//! `cada-trainer schedule`: retrain periodically once enough newly labelled cases have arrived
+//! from the gateway's review queue, with a lock so two runs (two timers, a timer and a manual
+//! run) never overlap.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Held while a run trains; removed on drop. A lock whose process is gone is taken over.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+/// Why the lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another training run (pid {pid}) holds {path}")]
+    Held { path: String, pid: u32 },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+}
+
+impl RunLock {
+    pub fn acquire(path: &Path) -> Result<Self, LockError> {
+        let io = |e: std::io::Error| LockError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(mut f) => {
+                    writeln!(f, "{}", std::process::id()).map_err(io)?;
+                    return Ok(Self {
+                        path: path.to_owned(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    match pid {
+                        Some(pid) if alive(pid) => {
+                            return Err(LockError::Held {
+                                path: path.display().to_string(),
+                                pid,
+                            })
+                        }
+                        // The holder is gone (or the file is garbage): take it over.
+                        _ => std::fs::remove_file(path).map_err(io)?,
+                    }
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Err(LockError::Io {
+            path: path.display().to_string(),
+            message: "could not take over a stale lock".into(),
+        })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a process with this pid exists (Linux `/proc`; elsewhere assume it does).
+fn alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
+/// What the scheduler remembers between ticks (`<runs_dir>/schedule.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    /// Unix seconds of the last training run's start; labels after it count as new.
+    pub last_run: Option<i64>,
+    pub last_run_id: Option<String>,
+}
+
+impl ScheduleState {
+    pub fn read(path: &Path) -> Self {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+/// Fetches labelled cases from a gateway (`GET /admin/cases/export`), optionally only those
+/// labelled since `since`; returns the JSONL text.
+pub async fn fetch_cases(
+    base_url: &str,
+    admin_key: Option<&str>,
+    since: Option<i64>,
+) -> Result<String, String> {
+    let mut url = format!(
+        "{}/admin/cases/export?include_feedback=true",
+        base_url.trim_end_matches('/')
+    );
+    if let Some(s) = since {
+        url.push_str(&format!("&since={s}"));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut req = client.get(&url);
+    if let Some(k) = admin_key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("GET {url}: {status}: {text}"));
+    }
+    Ok(text)
+}
+
+/// Non-blank lines of a JSONL text.
+pub fn count_lines(text: &str) -> usize {
+    text.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_excludes_a_second_run_and_stale_locks_are_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trainer.lock");
+        let first = RunLock::acquire(&path).unwrap();
+        assert!(matches!(
+            RunLock::acquire(&path),
+            Err(LockError::Held { .. })
+        ));
+        drop(first);
+        assert!(!path.exists());
+        // A lock left by a process that no longer exists.
+        std::fs::write(&path, "4294967\n").unwrap();
+        let taken = RunLock::acquire(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().trim(),
+            std::process::id().to_string()
+        );
+        drop(taken);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedule.json");
+        assert_eq!(ScheduleState::read(&path), ScheduleState::default());
+        let s = ScheduleState {
+            last_run: Some(5),
+            last_run_id: Some("run-5".into()),
+        };
+        s.write(&path).unwrap();
+        assert_eq!(ScheduleState::read(&path), s);
+        assert_eq!(count_lines("{}\n\n{}\n"), 2);
+    }
+}

@@ -1,0 +1,264 @@
+//! A promoted adapter reaches a running gateway without a restart: the gateway follows the
+//! adapter registry, switches between requests (no request fails or mixes two adapters while
+//! it does), lists what it serves, and an admin rollback switches back. Real model, real
+//! adapters written by the trainer's exporter.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cada_core::adapters::{AdapterEntry, AdapterRegistry, Figures};
+use cada_core::Registry;
+use cada_gateway::config::{AdapterChoice, Mode};
+use cada_trainer::adapter::{self, AdapterMeta};
+use cada_trainer::model::tiny::seeded_normal;
+use cada_trainer::model::{Llama, LoraConfig};
+use candle_core::Device;
+use serde_json::{json, Value};
+
+const ADMIN_KEY: &str = "test-admin-key";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A registry in `dir` whose model files are symlinks to the repository's, so the adapter
+/// registry beside it is the test's own.
+fn temp_registry(dir: &Path) -> PathBuf {
+    let source = root().join("models/registry.toml");
+    let repo = Registry::load(&source).expect("registry");
+    for m in &repo.models {
+        for f in &m.files {
+            let link = dir.join(&f.path);
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            let target = repo
+                .file_path(f)
+                .canonicalize()
+                .expect("model file present");
+            std::os::unix::fs::symlink(target, link).expect("symlink");
+        }
+    }
+    let path = dir.join("registry.toml");
+    std::fs::copy(&source, &path).expect("copy registry");
+    path
+}
+
+/// An adapter with random B, large enough to change greedy answers.
+fn write_adapter(model: &Llama, seed: u64, path: &Path) {
+    let lora = model.new_lora(LoraConfig::default()).expect("lora");
+    for (i, p) in lora.pairs.values().enumerate() {
+        let b = seeded_normal(p.b.dims(), 0.1, seed * 1000 + i as u64, &Device::Cpu).expect("b");
+        p.b.set(&b).expect("set");
+    }
+    adapter::write(&lora, &model.config, &AdapterMeta::default(), path).expect("export");
+}
+
+fn entry(version: &str) -> AdapterEntry {
+    AdapterEntry {
+        version: version.into(),
+        parent: None,
+        file: String::new(),
+        sha256: String::new(),
+        base_model: "smollm2-135m-instruct".into(),
+        data_hash: "test".into(),
+        config: json!({}),
+        figures: Figures {
+            harmful_refusal_rate: 0.0,
+            benign_compliance_rate: 0.0,
+            dev_sha256: String::new(),
+            policy_version: String::new(),
+        },
+        created: 0,
+    }
+}
+
+struct Server {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start(registry: PathBuf, data: PathBuf) -> Server {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut config = cada_gateway::Config {
+        registry,
+        verify_sha256: false,
+        adapter: AdapterChoice::Promoted,
+        adapter_poll_secs: 1,
+        admin_key: Some(cada_gateway::config::Secret(ADMIN_KEY.into())),
+        ..cada_gateway::Config::default()
+    };
+    config.safety.mode = Mode::Off;
+    config.safety.policy_dir = root().join("configs/policy");
+    config.store.data_dir = data;
+    config.engine.parallel = 4;
+    config.engine.ctx_per_slot = 512;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            cada_gateway::run(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("gateway");
+        });
+    });
+    Server {
+        base,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+/// (x-cada-adapter, answer) of a greedy chat completion.
+async fn ask(client: &reqwest::Client, base: &str) -> (String, String) {
+    let r = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({
+            "model": "smollm2-135m-instruct",
+            "messages": [{"role": "user", "content": "Name three colours."}],
+            "max_tokens": 12,
+            "temperature": 0,
+        }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let adapter = r.headers()["x-cada-adapter"]
+        .to_str()
+        .expect("header")
+        .to_owned();
+    let body: Value = r.json().await.expect("json");
+    let answer = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (adapter, answer)
+}
+
+async fn wait_for(client: &reqwest::Client, base: &str, adapter: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                if v["status"] == "ready" && v["adapter"].as_str().unwrap_or("none") == adapter {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "never served adapter {adapter}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_adapter_is_served_without_a_restart_and_rolls_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = temp_registry(dir.path());
+    let model_path = Registry::load(&registry)
+        .expect("registry")
+        .resolve_chat(None)
+        .expect("model")
+        .path;
+    let model = Llama::load(&model_path, &Device::Cpu).expect("candle model");
+    let (a1, a2) = (dir.path().join("a1.gguf"), dir.path().join("a2.gguf"));
+    write_adapter(&model, 1, &a1);
+    write_adapter(&model, 2, &a2);
+    drop(model);
+    let adapters = AdapterRegistry::beside(&registry);
+    adapters.promote(&a1, entry("v1")).expect("promote v1");
+
+    let server = start(registry.clone(), dir.path().join("data"));
+    let client = reqwest::Client::new();
+    wait_for(&client, &server.base, "v1").await;
+    let (h1, answer_v1) = ask(&client, &server.base).await;
+    assert_eq!(h1, "v1");
+    let models: Value = client
+        .get(format!("{}/v1/models", server.base))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(models["data"][0]["adapter"], "v1");
+
+    // Promote v2 while requests keep coming: every one succeeds and names one adapter.
+    adapters.promote(&a2, entry("v2")).expect("promote v2");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|(h, _): &(String, String)| h == "v2") {
+        assert!(Instant::now() < deadline, "v2 never served");
+        let batch: Vec<_> = (0..3)
+            .map(|_| {
+                let (c, b) = (client.clone(), server.base.clone());
+                tokio::spawn(async move { ask(&c, &b).await })
+            })
+            .collect();
+        for t in batch {
+            seen.push(t.await.expect("task"));
+        }
+    }
+    for (h, _) in &seen {
+        assert!(h == "v1" || h == "v2", "unexpected adapter {h}");
+    }
+    let (_, answer_v2) = ask(&client, &server.base).await;
+    assert_ne!(
+        answer_v2, answer_v1,
+        "the second adapter should change the greedy answer"
+    );
+
+    // Admin rollback: needs the admin key, then serves v1 again at once.
+    let denied = client
+        .post(format!("{}/admin/adapter/rollback", server.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("rollback");
+    assert_eq!(denied.status(), 401);
+    let r: Value = client
+        .post(format!("{}/admin/adapter/rollback", server.base))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("rollback")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["served"], "v1");
+    assert_eq!(r["changed"], true);
+    let (h, answer) = ask(&client, &server.base).await;
+    assert_eq!((h.as_str(), answer), ("v1", answer_v1));
+    let shown: Value = client
+        .get(format!("{}/admin/adapter", server.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("show")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(shown["promoted"], "v1");
+    assert_eq!(shown["versions"].as_array().map(Vec::len), Some(2));
+}

@@ -1,4 +1,4 @@
-//! The trainer's command line: registry listing and the commands not available yet.
+//! The trainer's command line: registry listing, adapter export and rollback, bad input.
 
 use std::process::Command;
 
@@ -44,9 +44,72 @@ fn a_missing_registry_is_a_clear_failure() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/registry.toml"));
 }
 
+/// `export` and `rollback` work on the adapter registry beside the model registry.
 #[test]
-fn unavailable_commands_say_so() {
-    let out = trainer().arg("train").output().expect("runs");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+fn export_and_rollback_use_the_adapter_registry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = dir.path().join("registry.toml");
+    let bin = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cada-trainer"));
+        c.arg("--registry").arg(&registry);
+        c
+    };
+    let out_file = dir.path().join("out.gguf");
+    let out = bin()
+        .args(["export", "--out"])
+        .arg(&out_file)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no adapter is promoted"));
+
+    let adapters = cada_core::adapters::AdapterRegistry::beside(&registry);
+    let src = dir.path().join("a.gguf");
+    std::fs::write(&src, b"adapter bytes").expect("write");
+    let entry = cada_core::adapters::AdapterEntry {
+        version: "v1".into(),
+        parent: None,
+        file: String::new(),
+        sha256: String::new(),
+        base_model: "m".into(),
+        data_hash: "d".into(),
+        config: serde_json::json!({}),
+        figures: cada_core::adapters::Figures {
+            harmful_refusal_rate: 0.5,
+            benign_compliance_rate: 0.9,
+            dev_sha256: String::new(),
+            policy_version: String::new(),
+        },
+        created: 0,
+    };
+    adapters.promote(&src, entry).expect("promote");
+    let out = bin()
+        .args(["export", "--out"])
+        .arg(&out_file)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&out_file).expect("exported"),
+        b"adapter bytes"
+    );
+
+    let out = bin().arg("rollback").output().expect("runs");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("base model"));
+    assert_eq!(adapters.read().expect("index").promoted, None);
+}
+
+#[test]
+fn run_names_a_bad_configuration() {
+    let out = trainer()
+        .args(["run", "--config", "/nonexistent/trainer.toml"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/trainer.toml"));
 }

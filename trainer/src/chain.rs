@@ -4,7 +4,7 @@
 //! tokenized on its own, as the gateway appends it, so training and serving see the same ids.
 
 use cada_core::policy::protocol::{verdict_text, ANSWER_PREFIX, REASONING_PREFIX, VERDICT_PREFIX};
-use cada_core::policy::Label;
+use cada_core::policy::{Deliberation, Label};
 use cada_core::{ChatMessage, ChatRole, Engine, EngineError, Prompt};
 
 /// One tokenized training sequence: `prompt_len` context tokens, then the scored completion.
@@ -48,6 +48,20 @@ pub fn chain_tokens(engine: &Engine, reasoning: &str, verdict: Label, answer: &s
         tokens: t,
         verdict_at,
     }
+}
+
+/// A deliberation after `prompt`, laid out as served; `None` when it has no verdict.
+pub fn sequence(engine: &Engine, prompt: &Prompt, chain: &Deliberation) -> Option<Sequence> {
+    let verdict = chain.verdict?;
+    let mut tokens: Vec<u32> = prompt.token_ids().into_iter().map(|t| t as u32).collect();
+    let prompt_len = tokens.len();
+    let c = chain_tokens(engine, &chain.reasoning, verdict, &chain.answer);
+    tokens.extend(c.tokens);
+    Some(Sequence {
+        tokens,
+        prompt_len,
+        verdict_at: Some(prompt_len + c.verdict_at),
+    })
 }
 
 /// The first `n` sentences of a text (all of it when `n` is 0 or it has fewer). Sentences end

@@ -410,33 +410,27 @@ fn condition_prompt(
 ) -> Result<Prompt, TrainError> {
     match (config.condition, retrieval) {
         (Condition::Cases, Some(r)) => r.prompt(engine, policy, e, config.warm_start.precedents),
-        _ => rollout::bare_prompt(engine, &e.request).map_err(|err| TrainError::new("prompt", err)),
+        _ => {
+            chain::trained_prompt(engine, &e.request).map_err(|err| TrainError::new("prompt", err))
+        }
     }
 }
 
 /// A sampled chain as a training sequence: the canonical layout when it parsed, else its raw
 /// text (so malformed chains are still pushed down by their low reward).
 fn sampled_sequence(engine: &Engine, prompt: &Prompt, s: &Sample) -> Sequence {
-    let prompt: Vec<u32> = prompt.token_ids().into_iter().map(|t| t as u32).collect();
-    let prompt_len = prompt.len();
-    let (completion, verdict_at) = match s.chain.verdict {
-        Some(v) => {
-            let c = chain::chain_tokens(engine, &s.chain.reasoning, v, &s.chain.answer);
-            (c.tokens, Some(prompt_len + c.verdict_at))
+    chain::sequence(engine, prompt, &s.chain).unwrap_or_else(|| {
+        let tokens: Vec<u32> = prompt.token_ids().into_iter().map(|t| t as u32).collect();
+        let prompt_len = tokens.len();
+        let mut tokens = tokens;
+        tokens.extend(engine.token_ids(&s.text));
+        tokens.push(engine.end_of_turn());
+        Sequence {
+            tokens,
+            prompt_len,
+            verdict_at: None,
         }
-        None => {
-            let mut t = engine.token_ids(&s.text);
-            t.push(engine.end_of_turn());
-            (t, None)
-        }
-    };
-    let mut tokens = prompt;
-    tokens.extend(completion);
-    Sequence {
-        tokens,
-        prompt_len,
-        verdict_at,
-    }
+    })
 }
 
 /// A kept chain in the layout of the configured condition.
@@ -448,23 +442,8 @@ fn layout(
     chain: &Deliberation,
     config: &TrainConfig,
 ) -> Result<Option<Sequence>, TrainError> {
-    let Some(verdict) = chain.verdict else {
-        return Ok(None);
-    };
-    let prompt: Vec<u32> = condition_prompt(engine, policy, retrieval, e, config)?
-        .token_ids()
-        .into_iter()
-        .map(|t| t as u32)
-        .collect();
-    let prompt_len = prompt.len();
-    let mut tokens = prompt;
-    let c = chain::chain_tokens(engine, &chain.reasoning, verdict, &chain.answer);
-    tokens.extend(c.tokens);
-    Ok(Some(Sequence {
-        tokens,
-        prompt_len,
-        verdict_at: Some(prompt_len + c.verdict_at),
-    }))
+    let prompt = condition_prompt(engine, policy, retrieval, e, config)?;
+    Ok(chain::sequence(engine, &prompt, chain))
 }
 
 /// Rejection sampling: for each example, `samples` chains with the case-augmented context; the

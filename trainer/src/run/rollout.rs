@@ -10,8 +10,6 @@ use cada_core::{
     ChatMessage, ChatRole, Engine, EngineError, Event, Generation, GenerationParams, Prompt,
 };
 
-use crate::chain::trained_prompt;
-
 /// One sampled chain.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -48,11 +46,6 @@ pub fn cases_prompt(
         .map_err(|e| e.to_string())?;
     prompt.extend(&engine.tokens(REASONING_PREFIX));
     Ok(prompt)
-}
-
-/// The `trained` prompt of a request.
-pub fn bare_prompt(engine: &Engine, request: &str) -> Result<Prompt, String> {
-    trained_prompt(engine, request).map_err(|e| e.to_string())
 }
 
 /// Samples `per_prompt` chains for each prompt; results are in prompt order. At most `window`

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what cada needs on a fresh Debian machine, skipping what is already there:
 # cmake, clang and libclang-dev (llama.cpp is compiled from source), the registry's models,
-# and with --test the Python end-to-end test dependencies in .venv.
+# and with --test the Python end-to-end test dependencies in .venv and promtool (Debian package
+# prometheus), which the gateway's metrics test checks the exposition with.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,4 +27,11 @@ if [[ "${1:-}" == "--test" ]]; then
     python3 -m venv .venv
   fi
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+  if ! command -v promtool >/dev/null 2>&1; then
+    echo "setup: installing prometheus (for promtool)"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
 fi

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub use crate::auth::AuthConfig;
 pub use crate::safety::{Mode, SafetyConfig, StoreSection};
 use serde::Deserialize;
 
@@ -36,8 +37,12 @@ pub struct Config {
     pub limits: Limits,
     pub safety: SafetyConfig,
     pub store: StoreSection,
-    /// Key for `/admin/` endpoints (`Authorization: Bearer ...`); unset leaves them open.
+    /// A quick-setup admin key (`Authorization: Bearer ...`), next to `[auth]` keys.
     pub admin_key: Option<Secret>,
+    /// A quick-setup user key (inference and feedback), next to `[auth]` keys.
+    pub api_key: Option<Secret>,
+    /// API keys, scopes and rate limits.
+    pub auth: AuthConfig,
 }
 
 /// Which LoRA adapter the gateway serves.
@@ -141,6 +146,8 @@ impl Default for Config {
             safety: SafetyConfig::default(),
             store: StoreSection::default(),
             admin_key: None,
+            api_key: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -253,6 +260,12 @@ impl Config {
         if !(0.0..=1.0).contains(&s.adaptive_probe_weight) {
             return bad("safety.adaptive_probe_weight", "must be between 0 and 1");
         }
+        if let Err(message) = crate::auth::Keys::load(self) {
+            return Err(ConfigError::Invalid {
+                key: "auth",
+                message,
+            });
+        }
         if s.refusal_message.trim().is_empty() {
             return bad("safety.refusal_message", "must not be empty");
         }
@@ -332,9 +345,12 @@ pub struct Cli {
     /// Data directory: case store and caches.
     #[arg(long, env = "CADA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Key required by the /admin/ review endpoints (sent as `Authorization: Bearer KEY`).
+    /// Admin key: all endpoints, including /admin/ (sent as `Authorization: Bearer KEY`).
     #[arg(long, env = "CADA_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// User key: inference and feedback (sent as `Authorization: Bearer KEY`).
+    #[arg(long, env = "CADA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 impl Cli {
@@ -391,6 +407,9 @@ impl Cli {
         }
         if let Some(v) = self.admin_key {
             c.admin_key = Some(Secret(v));
+        }
+        if let Some(v) = self.api_key {
+            c.api_key = Some(Secret(v));
         }
         c.validate()?;
         Ok(c)

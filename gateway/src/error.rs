@@ -18,6 +18,8 @@ pub struct ApiError {
     /// The request field at fault, when there is one.
     pub param: Option<String>,
     pub message: String,
+    /// Headers the error response carries (`retry-after`, the caller's rate-limit state).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 const INVALID: &str = "invalid_request_error";
@@ -35,6 +37,7 @@ impl ApiError {
             code,
             param: None,
             message: message.into(),
+            headers: Vec::new(),
         }
     }
 
@@ -141,6 +144,18 @@ impl ApiError {
         )
     }
 
+    /// The HTTP response: the JSON body, `Retry-After` and any extra headers.
+    pub fn response(&self) -> crate::server::Response {
+        let mut resp = crate::server::json_response(self.status, &self.body());
+        let h = resp.headers_mut();
+        for (name, value) in &self.headers {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(value) {
+                h.insert(*name, v);
+            }
+        }
+        resp
+    }
+
     /// The JSON error body.
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {
@@ -174,6 +189,7 @@ impl From<EngineError> for ApiError {
             code: e.code(),
             param: param.map(str::to_string),
             message: e.to_string(),
+            headers: Vec::new(),
         }
     }
 }
@@ -204,14 +220,48 @@ impl ApiError {
         self
     }
 
-    /// 401 for admin endpoints without the admin key.
-    pub fn unauthorized() -> Self {
+    /// 401: no key, or one the gateway does not know (never echoed).
+    pub fn invalid_api_key(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             INVALID,
             "invalid_api_key",
-            "This endpoint needs the admin key: send `Authorization: Bearer <admin key>`.",
+            message,
         )
+    }
+
+    /// 403: a valid key whose scope does not cover the endpoint.
+    pub fn insufficient_permissions(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            INVALID,
+            "insufficient_permissions",
+            message,
+        )
+    }
+
+    /// 429 with `Retry-After`; `what` is `requests` or `tokens`.
+    pub fn rate_limited(
+        what: &'static str,
+        message: impl Into<String>,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        // OpenAI's `type` names the budget: `requests` or `tokens`.
+        let kind = if what == "tokens" {
+            "tokens"
+        } else {
+            "requests"
+        };
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            kind,
+            "rate_limit_exceeded",
+            message,
+        );
+        // Whole seconds, rounded up, so a client that waits exactly this long gets through.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        e.headers.push(("retry-after", secs.max(1).to_string()));
+        e
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Finisher {
 struct Verdicts {
     borderline: Vec<String>,
     refusal: Refusal,
+    /// Logged as a case for review.
+    logged: bool,
 }
 
 impl Finisher {
@@ -83,6 +85,7 @@ impl Finisher {
             precedents: decision.precedents.clone(),
             embedding: decision.embedding.clone(),
         };
+        let logged = decision.embedding.is_some() && !borderline.is_empty();
         match (&decision.embedding, borderline.is_empty()) {
             (Some(_), false) => {
                 tracing::info!(request_id = %self.request_id, reasons = ?borderline, "borderline request logged as a case");
@@ -95,6 +98,7 @@ impl Finisher {
         Verdicts {
             borderline,
             refusal,
+            logged,
         }
     }
 }
@@ -111,6 +115,26 @@ pub struct Reply {
     pub policy_version: Option<String>,
     /// Adapter version stamped in `x-cada-adapter` (`none` without one).
     pub adapter: Option<String>,
+    /// Charges the caller's token budget for what the response used beyond its admission.
+    pub settle: Option<Settle>,
+}
+
+/// A key's token charge still open when a response starts.
+#[derive(Debug)]
+pub struct Settle {
+    pub principal: Arc<crate::auth::Principal>,
+    /// Tokens charged at admission.
+    pub charged: usize,
+}
+
+impl Settle {
+    fn done(self, usage: &Usage) {
+        let used = usage.prompt_tokens + usage.completion_tokens;
+        let rest = used.saturating_sub(self.charged);
+        self.principal
+            .limiter
+            .settle(u32::try_from(rest).unwrap_or(u32::MAX));
+    }
 }
 
 /// Answers with a stream or one JSON object. Errors before any output become HTTP errors.
@@ -118,8 +142,11 @@ pub async fn respond(mut reply: Reply, stream: bool) -> Result<Response, ApiErro
     // Wait for the decision unless reasoning is to be streamed as it comes.
     let mut early = Vec::new();
     let mut decision = None;
+    let observed = crate::metrics::current();
     loop {
-        match reply.source.next().await {
+        let out = reply.source.next().await;
+        crate::metrics::note(observed.as_deref(), out.as_ref());
+        match out {
             Some(Out::Error(e)) => return Err(e),
             None => return Err(engine_gone()),
             Some(Out::Decided(d)) => {
@@ -148,6 +175,7 @@ pub async fn respond(mut reply: Reply, stream: bool) -> Result<Response, ApiErro
         reasoning: String::new(),
         answer: String::new(),
         phase: Phase::Start,
+        observed,
     };
     let mut resp = if stream {
         sse_response(into_stream(st))
@@ -194,14 +222,26 @@ struct State {
     reasoning: String,
     answer: String,
     phase: Phase,
+    /// The request's metrics, noting each event from the source.
+    observed: Option<Arc<crate::metrics::RequestMetrics>>,
 }
 
 impl State {
     async fn next(&mut self) -> Option<Out> {
-        match self.early.pop_front() {
+        let out = match self.early.pop_front() {
             Some(out) => Some(out),
-            None => self.reply.source.next().await,
+            None => {
+                let out = self.reply.source.next().await;
+                crate::metrics::note(self.observed.as_deref(), out.as_ref());
+                out
+            }
+        };
+        if let Some(Out::Done { usage, .. }) = &out {
+            if let Some(settle) = self.reply.settle.take() {
+                settle.done(usage);
+            }
         }
+        out
     }
 
     /// The `cada` extension, recording the response first when it has a finisher.
@@ -214,6 +254,9 @@ impl State {
             &self.reasoning,
             &self.answer,
         );
+        if let (true, Some(m)) = (v.logged, &self.observed) {
+            m.borderline(&v.borderline);
+        }
         Some(decision.to_json(
             self.reply.policy_version.as_deref().unwrap_or(""),
             &v.borderline,

@@ -1,9 +1,11 @@
 //! cada's OpenAI-compatible gateway as a library: `run(listener, config, shutdown)` serves a
 //! GGUF model through the shared llama.cpp engine; the binary only parses flags and binds.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod metrics;
 pub mod openai;
 pub mod routes;
 pub mod safety;

@@ -111,11 +111,14 @@ async fn handle(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<Resp
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut resp = match routes::route(state, req).await {
+    // Counts the request when its response body ends (or here, if it never starts).
+    let (in_flight, measured) = state.metrics.begin(&path);
+    let mut resp = match crate::metrics::scope(measured, routes::route(state, req)).await {
         Ok(resp) => resp,
         Err(e) => {
+            in_flight.error(e.code);
             tracing::info!(%request_id, %method, %path, status = e.status.as_u16(), code = e.code, "request refused");
-            json_response(e.status, &e.body())
+            e.response()
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -123,7 +126,7 @@ async fn handle(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<Resp
     }
     tracing::debug!(%request_id, %method, %path, status = resp.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64, "request handled");
-    Ok(resp)
+    Ok(in_flight.respond(resp))
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then drains in-flight requests.
@@ -136,10 +139,12 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let grace = config.shutdown_grace();
     let header_timeout = Duration::from_secs(config.limits.header_timeout_secs.max(1));
-    if config.admin_key.is_none() {
-        tracing::warn!("no admin key configured: the /admin/ review endpoints are open to anyone who can reach this address (set --admin-key or CADA_ADMIN_KEY)");
+    let state = Arc::new(AppState::new(config)?);
+    if state.keys.enabled() {
+        tracing::info!("{}", state.keys.describe());
+    } else {
+        tracing::warn!("{}", state.keys.describe());
     }
-    let state = Arc::new(AppState::new(config));
     let mut loader = {
         let state = Arc::clone(&state);
         tokio::task::spawn_blocking(move || state.load())

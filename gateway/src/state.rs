@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use cada_core::adapters::AdapterRegistry;
+use cada_core::policy::VerdictRule;
 use cada_core::registry::resolve_path;
 use cada_core::{Engine, EngineConfig, Registry};
 
+use crate::auth::Keys;
 use crate::config::{AdapterChoice, Config};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::safety::Safety;
 use crate::GatewayError;
 
@@ -23,6 +26,8 @@ pub struct Served {
     pub adapter: Option<String>,
     /// The GGUF served, for reloading with another adapter.
     pub model_path: PathBuf,
+    /// How `trained` mode reads verdicts with this adapter (its calibrated threshold).
+    pub rule: VerdictRule,
 }
 
 /// What an adapter reload did.
@@ -35,20 +40,35 @@ pub struct Reload {
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
+    /// API keys, scopes and per-key rate limits.
+    pub keys: Keys,
     served: RwLock<Option<Arc<Served>>>,
     safety: OnceLock<Arc<Safety>>,
     /// One reload at a time (watcher and admin calls).
     reloading: Mutex<()>,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    pub fn new(config: Config) -> Self {
-        Self {
+    /// Fails when the keys cannot be loaded (a keys file gone since validation).
+    pub fn new(config: Config) -> Result<Self, GatewayError> {
+        let keys = Keys::load(&config).map_err(|message| {
+            GatewayError::Config(crate::config::ConfigError::Invalid {
+                key: "auth",
+                message,
+            })
+        })?;
+        Ok(Self {
             config,
+            keys,
             served: RwLock::new(None),
             safety: OnceLock::new(),
             reloading: Mutex::new(()),
-        }
+            metrics: Arc::new(
+                Metrics::new().map_err(|e| GatewayError::Internal(format!("metrics: {e}")))?,
+            ),
+        })
     }
 
     /// The served model, once loaded.
@@ -99,6 +119,19 @@ impl AppState {
         }
     }
 
+    /// The verdict rule for an adapter: the configured override, else the adapter's own.
+    fn verdict_rule(&self, adapter: Option<&Path>) -> Result<VerdictRule, GatewayError> {
+        if let Some(t) = self.config.safety.trained_refuse_log_odds {
+            return Ok(VerdictRule {
+                refuse_log_odds: Some(t),
+            });
+        }
+        match adapter {
+            None => Ok(VerdictRule::default()),
+            Some(path) => VerdictRule::from_adapter(path).map_err(GatewayError::Internal),
+        }
+    }
+
     fn engine_config(&self, model_path: &Path, adapter: Option<&Path>) -> EngineConfig {
         let c = &self.config;
         EngineConfig {
@@ -126,6 +159,7 @@ impl AppState {
         };
         resolved.verify(c.verify_sha256)?;
         let wanted = self.wanted_adapter()?;
+        let rule = self.verdict_rule(wanted.as_ref().map(|w| w.1.as_path()))?;
         let engine = Engine::load(
             self.engine_config(&resolved.path, wanted.as_ref().map(|w| w.1.as_path())),
         )?;
@@ -140,6 +174,7 @@ impl AppState {
             slots = c.engine.parallel,
             ctx_per_slot = c.engine.ctx_per_slot,
             adapter = adapter.as_deref().unwrap_or("none"),
+            refuse_log_odds = ?rule.refuse_log_odds,
             "model loaded"
         );
         *self
@@ -150,6 +185,7 @@ impl AppState {
             engine,
             adapter,
             model_path: resolved.path,
+            rule,
         }));
         let _ = self.safety.set(safety);
         Ok(())
@@ -173,6 +209,7 @@ impl AppState {
                 changed: false,
             });
         }
+        let rule = self.verdict_rule(wanted.as_ref().map(|w| w.1.as_path()))?;
         let engine = Engine::load(
             self.engine_config(&current.model_path, wanted.as_ref().map(|w| w.1.as_path())),
         )?;
@@ -180,6 +217,7 @@ impl AppState {
         tracing::info!(
             from = current.adapter.as_deref().unwrap_or("none"),
             to = adapter.as_deref().unwrap_or("none"),
+            refuse_log_odds = ?rule.refuse_log_odds,
             "adapter switched"
         );
         *self
@@ -190,6 +228,7 @@ impl AppState {
             engine,
             adapter: adapter.clone(),
             model_path: current.model_path.clone(),
+            rule,
         }));
         Ok(Reload {
             adapter,

@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use cada_core::policy::REFUSE_LOG_ODDS_KEY;
 use candle_core::quantized::gguf_file::{self, Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
@@ -26,6 +27,9 @@ pub struct AdapterMeta {
     pub data_hash: String,
     /// Policy version (codes + cases) the training used.
     pub policy_version: String,
+    /// Refuse threshold calibrated on held-out cases, which the gateway applies in `trained`
+    /// mode (see [`cada_core::policy::VerdictRule`]).
+    pub refuse_log_odds: Option<f32>,
 }
 
 /// Writes the adapter to `path` atomically (a temp file in the same directory, then rename).
@@ -66,6 +70,9 @@ pub fn write(
     ];
     if let Some(parent) = &meta.parent {
         md.push(("cada.adapter.parent", Value::String(parent.clone())));
+    }
+    if let Some(t) = meta.refuse_log_odds {
+        md.push((REFUSE_LOG_ODDS_KEY, Value::F32(t)));
     }
     let tensors = lora
         .named_tensors()
@@ -161,6 +168,7 @@ pub fn read(path: &Path, model: &Llama) -> Result<(Lora, AdapterMeta), ModelErro
         parent: text("cada.adapter.parent"),
         data_hash: text("cada.adapter.data_hash").unwrap_or_default(),
         policy_version: text("cada.adapter.policy_version").unwrap_or_default(),
+        refuse_log_odds: md.get(REFUSE_LOG_ODDS_KEY).and_then(|v| v.to_f32().ok()),
     };
     Ok((lora, meta))
 }

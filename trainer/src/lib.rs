@@ -11,6 +11,7 @@ pub mod eval;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod progress;
 pub mod reward;
 pub mod run;
 pub mod schedule;

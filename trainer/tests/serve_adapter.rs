@@ -44,6 +44,18 @@ fn temp_registry(dir: &Path) -> PathBuf {
     path
 }
 
+/// A test registry in `dir` and the candle model of its default chat model.
+fn registry_and_model(dir: &Path) -> (PathBuf, Llama) {
+    let registry = temp_registry(dir);
+    let model_path = Registry::load(&registry)
+        .expect("registry")
+        .resolve_chat(None)
+        .expect("model")
+        .path;
+    let model = Llama::load(&model_path, &Device::Cpu).expect("candle model");
+    (registry, model)
+}
+
 /// An adapter with random B, large enough to change greedy answers.
 fn write_adapter(model: &Llama, seed: u64, path: &Path) {
     let lora = model.new_lora(LoraConfig::default()).expect("lora");
@@ -90,10 +102,7 @@ impl Drop for Server {
     }
 }
 
-fn start(registry: PathBuf, data: PathBuf) -> Server {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+fn config(registry: PathBuf, data: PathBuf) -> cada_gateway::Config {
     let mut config = cada_gateway::Config {
         registry,
         verify_sha256: false,
@@ -107,6 +116,13 @@ fn start(registry: PathBuf, data: PathBuf) -> Server {
     config.store.data_dir = data;
     config.engine.parallel = 4;
     config.engine.ctx_per_slot = 512;
+    config
+}
+
+fn start(config: cada_gateway::Config) -> Server {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -174,13 +190,7 @@ async fn wait_for(client: &reqwest::Client, base: &str, adapter: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_adapter_is_served_without_a_restart_and_rolls_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let registry = temp_registry(dir.path());
-    let model_path = Registry::load(&registry)
-        .expect("registry")
-        .resolve_chat(None)
-        .expect("model")
-        .path;
-    let model = Llama::load(&model_path, &Device::Cpu).expect("candle model");
+    let (registry, model) = registry_and_model(dir.path());
     let (a1, a2) = (dir.path().join("a1.gguf"), dir.path().join("a2.gguf"));
     write_adapter(&model, 1, &a1);
     write_adapter(&model, 2, &a2);
@@ -188,7 +198,7 @@ async fn a_promoted_adapter_is_served_without_a_restart_and_rolls_back() {
     let adapters = AdapterRegistry::beside(&registry);
     adapters.promote(&a1, entry("v1")).expect("promote v1");
 
-    let server = start(registry.clone(), dir.path().join("data"));
+    let server = start(config(registry.clone(), dir.path().join("data")));
     let client = reqwest::Client::new();
     wait_for(&client, &server.base, "v1").await;
     let (h1, answer_v1) = ask(&client, &server.base).await;
@@ -261,4 +271,69 @@ async fn a_promoted_adapter_is_served_without_a_restart_and_rolls_back() {
         .expect("json");
     assert_eq!(shown["promoted"], "v1");
     assert_eq!(shown["versions"].as_array().map(Vec::len), Some(2));
+}
+
+/// The refuse threshold an adapter was calibrated with travels in its GGUF and decides
+/// `trained` mode's verdicts; other modes keep the most probable verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adapter_threshold_decides_trained_verdicts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (registry, model) = registry_and_model(dir.path());
+    let path = dir.path().join("eager.gguf");
+    let lora = model.new_lora(LoraConfig::default()).expect("lora");
+    // Every verdict probability has log-odds above -29: this adapter refuses everything.
+    let meta = AdapterMeta {
+        refuse_log_odds: Some(-29.0),
+        ..AdapterMeta::default()
+    };
+    adapter::write(&lora, &model.config, &meta, &path).expect("export");
+    drop(model);
+    let mut config = config(registry, dir.path().join("data"));
+    config.adapter = AdapterChoice::File(path);
+    let server = start(config);
+    let client = reqwest::Client::new();
+    wait_for(&client, &server.base, "eager").await;
+    let verdict = |mode: &'static str| {
+        let (client, base) = (client.clone(), server.base.clone());
+        async move {
+            let body: Value = client
+                .post(format!("{base}/v1/chat/completions"))
+                .json(&json!({
+                    "model": "smollm2-135m-instruct",
+                    "messages": [{"role": "user", "content": "Name three colours."}],
+                    "max_tokens": 8,
+                    "temperature": 0,
+                    "safety_mode": mode,
+                }))
+                .send()
+                .await
+                .expect("request")
+                .json()
+                .await
+                .expect("json");
+            body["cada"].clone()
+        }
+    };
+    let trained = verdict("trained").await;
+    assert_eq!(trained["verdict"], "refuse", "{trained}");
+    assert_eq!(trained["refuse_log_odds"], -29.0);
+    let p = trained["verdict_probabilities"]["refuse"]
+        .as_f64()
+        .expect("probabilities");
+    assert!(
+        p < 0.5,
+        "a benign request should not be refused by argmax (p {p})"
+    );
+    let cases = verdict("cases").await;
+    assert!(cases["refuse_log_odds"].is_null(), "{cases}");
+    let shown: Value = client
+        .get(format!("{}/admin/adapter", server.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("show")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(shown["refuse_log_odds"], -29.0);
 }

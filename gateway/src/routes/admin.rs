@@ -1,49 +1,21 @@
 //! Review endpoints under `/admin/` for safety teams: list cases by status and time, read one,
-//! label it, and export labelled cases as the JSONL the trainer reads. They need the admin key
-//! when one is configured (`--admin-key` / `CADA_ADMIN_KEY`).
+//! label it, and export labelled cases as the JSONL the trainer reads. Routing checks the
+//! admin scope (see `auth`).
 
 use std::collections::HashMap;
 
 use cada_core::policy::Label;
 use cada_core::store::{export_jsonl, CaseFilter, CaseStatus, ExportFilter};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::openai::fields::Fields;
 use crate::server::{json_response, read_json, text_response, Incoming, Response};
 use crate::state::AppState;
 
-/// Checks `Authorization: Bearer <admin key>`; compares digests in constant time.
-pub fn authorize(state: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> {
-    let Some(key) = state.config.admin_key.as_ref().map(|k| k.0.as_str()) else {
-        return Ok(());
-    };
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let (a, b) = (
-        Sha256::digest(given.as_bytes()),
-        Sha256::digest(key.as_bytes()),
-    );
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    if diff == 0 {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
-    }
-}
-
 pub async fn route(state: &AppState, req: Request<Incoming>) -> Result<Response, ApiError> {
-    authorize(state, &req)?;
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query: HashMap<String, String> = req

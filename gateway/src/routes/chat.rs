@@ -2,6 +2,7 @@
 
 use hyper::Request;
 
+use super::{admit_tokens, Caller};
 use crate::error::ApiError;
 use crate::generate::{self, Finisher, Reply};
 use crate::openai::chat::ChatRequest;
@@ -16,11 +17,15 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
+    let caller = req.extensions().get::<Caller>().cloned();
     let limits = &state.config.limits;
     let body = read_json(req, limits.max_body_bytes).await?;
     let request = ChatRequest::parse(&body, state.config.max_tokens_cap(), limits.max_messages)?;
     let served = state.engine_for(&request.common.model)?;
     let engine = &served.engine;
+    let settle = admit_tokens(caller.as_ref(), || {
+        Ok(engine.chat_prompt(&request.messages)?.len())
+    })?;
     let safety = state.safety().ok_or_else(ApiError::not_ready)?;
     let mode = match request.safety_mode {
         Some(mode) => mode,
@@ -32,7 +37,9 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         messages: request.messages.clone(),
         params: common.params,
         mode,
+        rule: served.rule,
     };
+    crate::metrics::model_started();
     let source = deliberate::start(engine, safety, job).await?;
     let reply = Reply {
         source,
@@ -47,6 +54,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         }),
         policy_version: Some(safety.policy.version.clone()),
         adapter: served.adapter.clone(),
+        settle,
     };
     generate::respond(reply, common.stream).await
 }

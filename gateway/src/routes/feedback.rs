@@ -47,6 +47,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
             other => other.into(),
         })?;
     tracing::info!(%response_id, label = ?label, case_id = %outcome.case_id, created_case = outcome.created_case, "feedback stored");
+    state.metrics.feedback(label);
     Ok(json_response(
         StatusCode::OK,
         &json!({

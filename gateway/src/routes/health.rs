@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn not_ready_until_the_model_is_loaded() {
-        let state = AppState::new(Config::default());
+        let state = AppState::new(Config::default()).expect("state");
         assert_eq!(ready(&state).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(live().status(), StatusCode::OK);
         assert_eq!(

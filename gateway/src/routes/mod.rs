@@ -8,21 +8,125 @@ pub mod feedback;
 pub mod health;
 pub mod models;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use hyper::header::HeaderValue;
 use hyper::{Method, Request};
 
+use crate::auth::{Access, Principal, RateHeaders};
 use crate::error::ApiError;
+use crate::generate::Settle;
 use crate::server::{Incoming, Response};
 use crate::state::AppState;
 
-/// Dispatches a request to its handler.
-pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response, ApiError> {
+/// What an endpoint needs: health, readiness and metrics are open, `/admin/` needs an admin key,
+/// everything else a user key.
+pub fn access_for(path: &str) -> Access {
+    match path {
+        "/healthz" | "/readyz" | "/metrics" => Access::Open,
+        p if p == "/admin" || p.starts_with("/admin/") => Access::Admin,
+        _ => Access::User,
+    }
+}
+
+/// The caller's rate-limit state, shared with the handler (which charges tokens) so the
+/// response reports it.
+#[derive(Debug, Clone, Default)]
+pub struct RateNote(Arc<Mutex<RateHeaders>>);
+
+impl RateNote {
+    pub fn update(&self, f: impl FnOnce(&mut RateHeaders)) {
+        if let Ok(mut h) = self.0.lock() {
+            f(&mut h);
+        }
+    }
+
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        self.0.lock().map(|h| h.pairs()).unwrap_or_default()
+    }
+}
+
+/// The authenticated caller of a request and its rate note (request extensions).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Arc<Principal>,
+    pub rate: RateNote,
+}
+
+/// Charges `prompt_tokens` (counted by `count`, only when the caller's tokens are budgeted) to
+/// the caller's token budget; returns the charge to settle when the response ends.
+pub fn admit_tokens(
+    caller: Option<&Caller>,
+    count: impl FnOnce() -> Result<usize, ApiError>,
+) -> Result<Option<Settle>, ApiError> {
+    let Some(c) = caller.filter(|c| c.principal.limiter.limits_tokens()) else {
+        return Ok(None);
+    };
+    let prompt_tokens = count()?;
+    let mut admitted = Ok(());
+    c.rate.update(|h| {
+        admitted = c
+            .principal
+            .limiter
+            .admit_tokens(u32::try_from(prompt_tokens).unwrap_or(u32::MAX), h);
+    });
+    admitted?;
+    Ok(Some(Settle {
+        principal: Arc::clone(&c.principal),
+        charged: prompt_tokens,
+    }))
+}
+
+/// Authenticates, admits the request against the key's request budget, dispatches it, and
+/// stamps the key's rate-limit state on the response, errors included.
+pub async fn route(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<Response, ApiError> {
+    let principal = state
+        .keys
+        .authenticate(req.headers(), access_for(req.uri().path()))?;
+    let Some(principal) = principal else {
+        return dispatch(state, req).await;
+    };
+    let rate = RateNote::default();
+    let mut admitted = Ok(());
+    rate.update(|h| admitted = principal.limiter.admit_request(h));
+    if let Err(mut e) = admitted {
+        tracing::info!(key = %principal.name, "request rate limit reached");
+        state.metrics.rate_limited(e.kind);
+        e.headers.extend(rate.pairs());
+        return Err(e);
+    }
+    req.extensions_mut().insert(Caller {
+        principal: Arc::clone(&principal),
+        rate: rate.clone(),
+    });
+    match dispatch(Arc::clone(&state), req).await {
+        Ok(mut resp) => {
+            for (name, value) in rate.pairs() {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    resp.headers_mut().insert(name, v);
+                }
+            }
+            Ok(resp)
+        }
+        Err(mut e) => {
+            if e.code == "rate_limit_exceeded" {
+                tracing::info!(key = %principal.name, "token rate limit reached");
+                state.metrics.rate_limited(e.kind);
+            }
+            e.headers.extend(rate.pairs());
+            Err(e)
+        }
+    }
+}
+
+/// Sends a request to its handler.
+async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response, ApiError> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     match (method.clone(), path.as_str()) {
         (Method::GET, "/healthz") => Ok(health::live()),
         (Method::GET, "/readyz") => Ok(health::ready(&state)),
+        (Method::GET, "/metrics") => Ok(state.metrics.scrape(&state)),
         (Method::GET, "/v1/models") => Ok(models::list(&state)),
         (Method::GET, p) if p.starts_with("/v1/models/") => {
             models::get(&state, &p["/v1/models/".len()..])
@@ -40,6 +144,7 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respo
             _,
             "/healthz"
             | "/readyz"
+            | "/metrics"
             | "/v1/models"
             | "/v1/chat/completions"
             | "/v1/completions"

@@ -34,6 +34,9 @@ pub struct SafetyConfig {
     pub adaptive_probe_weight: f32,
     /// Answer given for a `refuse` verdict.
     pub refusal_message: String,
+    /// `trained` mode: refuse iff the log-odds of the refuse verdict reach this, overriding the
+    /// threshold the served adapter was calibrated with (unset: the adapter's, else argmax).
+    pub trained_refuse_log_odds: Option<f32>,
 }
 
 impl SafetyConfig {
@@ -60,6 +63,7 @@ impl Default for SafetyConfig {
                 "I can't help with that. If there is a safe goal behind the question, \
                               I'm glad to help with that instead."
                     .into(),
+            trained_refuse_log_odds: None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What a deliberation decided, how sure it was, and whether the request is borderline: the
 //! signals that turn production traffic into new cases.
 
-use cada_core::policy::{Label, Refusal};
+use cada_core::policy::{Label, Refusal, VerdictRule};
 use cada_core::store::PrecedentRef;
 use serde_json::{json, Value};
 
@@ -25,6 +25,8 @@ pub struct Decision {
     pub probability: Option<f32>,
     /// Normalised probabilities of allow, refuse, safe_complete.
     pub probs: Option<[f32; 3]>,
+    /// Calibrated refuse threshold (log-odds) the verdict was read with, if any.
+    pub refuse_log_odds: Option<f32>,
     /// `adaptive`: estimated risk in [0, 1].
     pub risk: Option<f32>,
     pub precedents: Vec<PrecedentRef>,
@@ -33,19 +35,17 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Picks the most probable verdict from raw next-token probabilities of the three verdicts.
-    pub fn from_probs(raw: &[f32]) -> (Label, f32, [f32; 3]) {
+    /// Normalises raw next-token probabilities of the three verdicts and picks the verdict by
+    /// `rule` (the most probable, or a calibrated refuse threshold).
+    pub fn from_probs(raw: &[f32], rule: VerdictRule) -> (Label, f32, [f32; 3]) {
         let total: f32 = raw.iter().sum();
         let mut p = [0.0; 3];
         for (i, v) in raw.iter().take(3).enumerate() {
             p[i] = if total > 0.0 { v / total } else { 1.0 / 3.0 };
         }
-        let (i, best) =
-            p.iter().enumerate().fold(
-                (0, f32::MIN),
-                |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
-            );
-        (Label::ALL[i], best, p)
+        let label = rule.pick(p);
+        let i = Label::ALL.iter().position(|l| *l == label).unwrap_or(0);
+        (label, p[i], p)
     }
 
     /// Weight of each precedent: `exp((similarity - best) / 0.05)`, so the nearest precedents
@@ -133,6 +133,7 @@ impl Decision {
             "verdict_probabilities": self.probs.map(|p| json!({
                 "allow": p[0], "refuse": p[1], "safe_complete": p[2]
             })),
+            "refuse_log_odds": self.refuse_log_odds,
             "risk": self.risk,
             "policy_version": policy_version,
             "precedents": self.precedents.iter().map(|p| json!({
@@ -180,10 +181,21 @@ mod tests {
 
     #[test]
     fn verdict_is_the_most_probable_normalised() {
-        let (label, p, probs) = Decision::from_probs(&[0.1, 0.3, 0.1]);
+        let (label, p, probs) = Decision::from_probs(&[0.1, 0.3, 0.1], VerdictRule::default());
         assert_eq!(label, Label::Refuse);
         assert!((p - 0.6).abs() < 1e-6);
         assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_calibrated_threshold_overrules_the_most_probable_verdict() {
+        // p(refuse) = 0.6 is log-odds 0.405: below a threshold of 2, so the better of the rest.
+        let rule = VerdictRule {
+            refuse_log_odds: Some(2.0),
+        };
+        let (label, p, _) = Decision::from_probs(&[0.05, 0.3, 0.15], rule);
+        assert_eq!(label, Label::SafeComplete);
+        assert!((p - 0.3).abs() < 1e-6);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use cada_core::policy::protocol::{
     cases_system_prompt, probe_system_prompt, verdict_text, ANSWER_PREFIX, REASONING_PREFIX,
     VERDICT_PREFIX,
 };
-use cada_core::policy::Label;
+use cada_core::policy::{Label, VerdictRule};
 use cada_core::{
     ChatMessage, ChatRole, Engine, Event, FinishReason, Generation, GenerationParams, Prompt,
     Session, Usage,
@@ -95,6 +95,8 @@ pub struct ChatJob {
     pub messages: Vec<ChatMessage>,
     pub params: GenerationParams,
     pub mode: Mode,
+    /// How `trained` mode reads the verdict: the served adapter's calibrated rule.
+    pub rule: VerdictRule,
 }
 
 /// Starts serving `job`. Fails fast (before any output) on overload and, for plain serving, on
@@ -277,7 +279,13 @@ async fn deliberate(
         VERDICT_PREFIX
     };
     let raw = verdict_scores(engine, &mut session, engine.tokens(prefix), false).await?;
-    let (verdict, probability, probs) = Decision::from_probs(&raw);
+    // A calibrated threshold belongs to the adapter in `trained` mode, where it was measured.
+    let rule = match job.mode {
+        Mode::Trained => job.rule,
+        _ => VerdictRule::default(),
+    };
+    let (verdict, probability, probs) = Decision::from_probs(&raw, rule);
+    decision.refuse_log_odds = rule.refuse_log_odds;
     decision.verdict = Some(verdict);
     decision.probability = Some(probability);
     decision.probs = Some(probs);
@@ -364,7 +372,7 @@ async fn adaptive(
     let mut prompt = engine.chat_prompt(&probe)?;
     prompt.extend(&engine.tokens(VERDICT_PREFIX.trim_start()));
     let raw = verdict_scores(engine, &mut session, prompt, false).await?;
-    let (_, _, p) = Decision::from_probs(&raw);
+    let (_, _, p) = Decision::from_probs(&raw, VerdictRule::default());
     let model_risk: f32 = Label::ALL
         .iter()
         .zip(p)

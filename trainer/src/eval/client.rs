@@ -91,12 +91,22 @@ pub struct CadaExtension {
     /// The deliberation's verdict; null when the mode does not deliberate.
     pub verdict: Option<Label>,
     pub verdict_probability: Option<f32>,
+    /// Normalised probabilities of the three verdicts.
+    pub verdict_probabilities: Option<VerdictProbabilities>,
     pub policy_version: Option<String>,
     pub precedents: Option<Vec<PrecedentRef>>,
     /// Codes the request came close to.
     pub borderline: Option<Vec<String>>,
     /// The gateway's own refusal reading of the answer: `none`, `partial` or `full`.
     pub refusal: Option<String>,
+}
+
+/// `cada.verdict_probabilities`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct VerdictProbabilities {
+    pub allow: f32,
+    pub refuse: f32,
+    pub safe_complete: f32,
 }
 
 /// One answered chat completion.
@@ -412,11 +422,13 @@ mod tests {
         let extended = r#"{"choices":[{"message":{"content":"No.","reasoning_content":"r"}}],
             "usage":{"completion_tokens":9,"completion_tokens_details":{"reasoning_tokens":7}},
             "cada":{"mode":"cases","verdict":"refuse","verdict_probability":0.8,
+                    "verdict_probabilities":{"allow":0.1,"refuse":0.8,"safe_complete":0.1},
                     "policy_version":"abc","precedents":[{"id":"case-1","label":"refuse",
                     "similarity":0.7}],"borderline":["violence"],"refusal":"full"}}"#;
         let c = parse_completion(extended, Duration::ZERO, 2).unwrap();
         let cada = c.cada.unwrap();
         assert_eq!(cada.verdict, Some(Label::Refuse));
+        assert_eq!(cada.verdict_probabilities.map(|p| p.refuse), Some(0.8));
         assert_eq!(cada.precedents.unwrap()[0].id, "case-1");
         assert_eq!((c.reasoning_tokens, c.attempts), (Some(7), 2));
         assert_eq!(c.reasoning.as_deref(), Some("r"));

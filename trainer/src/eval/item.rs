@@ -23,6 +23,8 @@ pub struct ItemResult {
     /// The gateway's verdict (`cada.verdict`); null from other servers and non-deliberating modes.
     pub verdict: Option<Label>,
     pub verdict_probability: Option<f32>,
+    /// Probability of the `refuse` verdict, where the gateway sent the three (calibration input).
+    pub refuse_probability: Option<f32>,
     /// The refusal detector's reading of the answer; null when the request failed.
     pub detector: Option<Refusal>,
     /// The gateway's own refusal reading (`cada.refusal`), where it sent one.
@@ -60,6 +62,7 @@ impl ItemResult {
             refused: Some(judge(cada.verdict, detector)),
             verdict: cada.verdict,
             verdict_probability: cada.verdict_probability,
+            refuse_probability: cada.verdict_probabilities.map(|p| p.refuse),
             detector: Some(detector),
             gateway_refusal: cada.refusal,
             served_mode: cada.mode,
@@ -93,6 +96,7 @@ impl ItemResult {
             refused: None,
             verdict: None,
             verdict_probability: None,
+            refuse_probability: None,
             detector: None,
             gateway_refusal: None,
             served_mode: None,

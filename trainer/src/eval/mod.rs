@@ -124,7 +124,7 @@ async fn evaluate(
     concurrency: usize,
 ) -> Vec<ItemResult> {
     let total = items.len();
-    let report_every = (total / 10).max(1);
+    let mut progress = crate::progress::Progress::new("evaluating", total);
     let mut pending = stream::iter(items.iter().enumerate())
         .map(|(index, item)| async move {
             let result = match client.chat(options, &item.prompt).await {
@@ -139,13 +139,13 @@ async fn evaluate(
     while let Some((index, result)) = pending.next().await {
         done += 1;
         if let Some(error) = &result.error {
-            eprintln!("[{done}/{total}] {}: {error}", result.id);
-        } else if done % report_every == 0 || done == total {
-            eprintln!("[{done}/{total}] done");
+            eprintln!("\n{}: {error}", result.id);
         }
+        progress.set(done, "");
         if let Some(slot) = results.get_mut(index) {
             *slot = Some(result);
         }
     }
+    progress.finish("");
     results.into_iter().flatten().collect()
 }

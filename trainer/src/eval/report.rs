@@ -260,6 +260,7 @@ mod tests {
             refused: Some(refused),
             verdict: None,
             verdict_probability: None,
+            refuse_probability: None,
             detector: Some(if refused {
                 Refusal::Full
             } else {

@@ -224,10 +224,14 @@ fn adapters_round_trip_through_gguf() {
         parent: Some("v0".into()),
         data_hash: "abc".into(),
         policy_version: "def".into(),
+        refuse_log_odds: Some(6.5),
     };
     crate::adapter::write(&lora, &m.config, &meta, &path).unwrap();
     let (back, back_meta) = crate::adapter::read(&path, &m).unwrap();
     assert_eq!(back_meta, meta);
+    // The gateway reads the same threshold without loading the tensors.
+    let rule = cada_core::policy::VerdictRule::from_adapter(&path).unwrap();
+    assert_eq!(rule.refuse_log_odds, Some(6.5));
     assert_eq!(back.config.rank, 4);
     assert_eq!(back.config.alpha, 8.0);
     assert_eq!(back.config.targets, vec![Target::AttnQ, Target::FfnDown]);

@@ -52,6 +52,7 @@ pub struct TrainConfig {
     pub warm_start: WarmStart,
     pub grpo: Grpo,
     pub dpo: Dpo,
+    pub calibrate: Calibrate,
     pub promote: Promote,
 }
 
@@ -114,6 +115,17 @@ pub struct Dpo {
     pub lr: f64,
 }
 
+/// The refuse threshold, calibrated on cases held out from training (see `run/calibrate.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Calibrate {
+    /// Share of each label's examples held out of training to calibrate on; 0 serves the most
+    /// probable verdict instead.
+    pub holdout: f64,
+    /// Benign compliance the threshold keeps on the held-out cases.
+    pub min_benign_compliance: f64,
+}
+
 /// The promotion gate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -154,6 +166,7 @@ impl Default for TrainConfig {
             warm_start: WarmStart::default(),
             grpo: Grpo::default(),
             dpo: Dpo::default(),
+            calibrate: Calibrate::default(),
             promote: Promote::default(),
         }
     }
@@ -166,12 +179,12 @@ impl Default for WarmStart {
             temperature: 0.8,
             max_tokens: 160,
             precedents: 3,
-            epochs: 2,
+            epochs: 3,
             micro_batch: 4,
             accumulation: 2,
             verdict_weight: 10.0,
             reasoning_sentences: 1,
-            answer_sentences: 2,
+            answer_sentences: 1,
         }
     }
 }
@@ -179,7 +192,7 @@ impl Default for WarmStart {
 impl Default for Grpo {
     fn default() -> Self {
         Self {
-            steps: 8,
+            steps: 6,
             prompts_per_step: 2,
             group: 4,
             temperature: 1.0,
@@ -199,6 +212,15 @@ impl Default for Dpo {
             epochs: 1,
             beta: 0.1,
             lr: 5e-5,
+        }
+    }
+}
+
+impl Default for Calibrate {
+    fn default() -> Self {
+        Self {
+            holdout: 0.15,
+            min_benign_compliance: 0.92,
         }
     }
 }
@@ -271,6 +293,12 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.grpo.epsilon) || self.grpo.beta < 0.0 {
             return Err(bad("grpo.epsilon / beta", "epsilon in [0, 1), beta >= 0"));
+        }
+        if !(0.0..0.5).contains(&self.calibrate.holdout) {
+            return Err(bad("calibrate.holdout", "a share in [0, 0.5)"));
+        }
+        if !(0.0..=1.0).contains(&self.calibrate.min_benign_compliance) {
+            return Err(bad("calibrate.min_benign_compliance", "a share in [0, 1]"));
         }
         if !(0.0..=1.0).contains(&self.promote.benign_tolerance) {
             return Err(bad("promote.benign_tolerance", "a share in [0, 1]"));

@@ -9,9 +9,11 @@
 //! 4. Export, evaluation through a real gateway against the promoted model, promotion.
 
 mod batch;
+pub mod calibrate;
 pub mod config;
 mod gate;
 mod metrics;
+mod plot;
 mod report;
 mod rollout;
 mod train;
@@ -96,6 +98,8 @@ pub struct RunOutcome {
     pub candidate: Option<Figures>,
     pub baseline: Option<Figures>,
     pub baseline_version: Option<String>,
+    /// The refuse threshold written into the adapter and its held-out figures.
+    pub calibration: Option<calibrate::Calibration>,
     pub promoted: bool,
     pub decision: String,
 }
@@ -114,6 +118,7 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
     }
     let examples = data::merge(sources).map_err(|e| TrainError::new("data", e))?;
     let data_hash = data::hash(&examples);
+    let (examples, held_out) = calibrate::split(examples, config.calibrate.holdout, config.seed);
     let run_id = format!("run-{}", promote::now());
     let run_dir = config.runs_dir.join(&run_id);
     std::fs::create_dir_all(&run_dir).map_err(TrainError::io("run directory"))?;
@@ -124,9 +129,12 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
     .map_err(TrainError::io("run directory"))?;
     let mut metrics =
         Metrics::create(&run_dir.join("metrics.jsonl")).map_err(TrainError::io("metrics"))?;
+    let calibration_file = run_dir.join("calibration.jsonl");
+    calibrate::write_items(&held_out, &calibration_file).map_err(TrainError::io("calibration"))?;
     eprintln!(
-        "{run_id}: {} examples (data {}), base {}",
+        "{run_id}: {} examples to train on, {} held out to calibrate on (data {}), base {}",
         examples.len(),
+        held_out.len(),
         &data_hash[..12],
         base.display()
     );
@@ -188,6 +196,7 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
     if config.grpo.steps > 0 && !trainer.out_of_time() {
         trainer.opt.config.lr = config.grpo.lr;
         let rollout_adapter = run_dir.join("rollout-adapter.gguf");
+        let mut progress = crate::progress::Progress::new("grpo", config.grpo.steps);
         for step in 0..config.grpo.steps {
             if trainer.out_of_time() {
                 break;
@@ -279,12 +288,16 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
                     }),
                 )
                 .map_err(TrainError::io("metrics"))?;
-            eprintln!(
-                "grpo step {step}: reward {:.3} (verdict {:.2})",
-                mean(|r| r.total),
-                mean(|r| r.verdict)
+            progress.set(
+                step + 1,
+                &format!(
+                    "reward {:.3} (verdict {:.2})",
+                    mean(|r| r.total),
+                    mean(|r| r.verdict)
+                ),
             );
         }
+        progress.finish("");
     }
     drop(engine);
     if config.dpo.epochs > 0 && !pairs.is_empty() && !trainer.out_of_time() {
@@ -301,20 +314,63 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         .read()
         .map_err(|e| TrainError::new("adapter registry", e))?
         .promoted;
-    let meta = AdapterMeta {
+    let mut meta = AdapterMeta {
         version: run_id.clone(),
         parent: parent.clone(),
         data_hash: data_hash.clone(),
         policy_version: policy.version.clone(),
+        refuse_log_odds: None,
     };
     let adapter_path = run_dir.join("adapter.gguf");
     adapter::write(&lora, &model.config, &meta, &adapter_path)?;
     drop(trainer);
-    drop(model);
     eprintln!(
         "adapter written: {} after {train_seconds:.0} s",
         adapter_path.display()
     );
+    let calibration = if held_out.is_empty() || opts.skip_eval {
+        None
+    } else {
+        eprintln!(
+            "calibrating the refuse threshold on {} held-out cases",
+            held_out.len()
+        );
+        let (report, picked) = calibrate::measure(
+            &GateRun {
+                registry: opts.registry.clone(),
+                model: config.model.clone(),
+                adapter: Some(adapter_path.clone()),
+                policy_dir: config.policy_dir.clone(),
+                dev: calibration_file,
+                data_dir: run_dir.join("eval-calibration"),
+                threads: config.threads,
+                concurrency: config.promote.eval_concurrency,
+                max_tokens: 1,
+                limit: None,
+            },
+            config.calibrate.min_benign_compliance,
+        )
+        .map_err(|e| TrainError::new("calibration", e))?;
+        save_report(&run_dir, "calibration", &report)?;
+        if let Some(c) = &picked {
+            meta.refuse_log_odds = Some(c.refuse_log_odds);
+            adapter::write(&lora, &model.config, &meta, &adapter_path)?;
+            metrics
+                .log("calibration", 0, json!(c))
+                .map_err(TrainError::io("metrics"))?;
+            eprintln!(
+                "refuse threshold {:.2} (log-odds): held-out harmful refusal {:.1}% and benign \
+                 compliance {:.1}% (most probable verdict: {:.1}% and {:.1}%)",
+                c.refuse_log_odds,
+                c.harmful_refusal_rate * 100.0,
+                c.benign_compliance_rate * 100.0,
+                c.argmax_harmful_refusal_rate * 100.0,
+                c.argmax_benign_compliance_rate * 100.0
+            );
+        }
+        picked
+    };
+    drop(model);
 
     let mut outcome = RunOutcome {
         run_id: run_id.clone(),
@@ -326,6 +382,7 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         candidate: None,
         baseline: None,
         baseline_version: parent.clone(),
+        calibration,
         promoted: false,
         decision: "not evaluated".into(),
     };

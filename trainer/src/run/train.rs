@@ -16,6 +16,7 @@ use crate::chain::Sequence;
 use crate::loss::{self, GrpoConfig};
 use crate::model::{AdapterCtx, Llama, Lora};
 use crate::optim::AdamW;
+use crate::progress::Progress;
 
 /// Shared state of the phases.
 #[derive(Debug)]
@@ -65,6 +66,10 @@ impl Trainer<'_> {
             };
             batches.shuffle(&mut self.rng);
             let n_batches = batches.len();
+            let mut progress = Progress::new(
+                &format!("warm start epoch {}/{}", epoch + 1, cfg.epochs),
+                n_batches,
+            );
             for (b, idx) in batches.iter().enumerate() {
                 if self.out_of_time() {
                     return Ok(made);
@@ -88,14 +93,7 @@ impl Trainer<'_> {
                     if let Some(info) = self.opt.update()? {
                         self.updates += 1;
                         made += 1;
-                        if made % 5 == 0 || last {
-                            eprintln!(
-                                "warm start: epoch {}/{}, batch {}/{n_batches}, loss {value:.3}",
-                                epoch + 1,
-                                cfg.epochs,
-                                b + 1
-                            );
-                        }
+                        progress.set(b + 1, &format!("loss {value:.3}"));
                         self.metrics
                             .log(
                                 "warm_start",
@@ -113,6 +111,7 @@ impl Trainer<'_> {
                     }
                 }
             }
+            progress.finish("");
         }
         Ok(made)
     }

@@ -1,0 +1,104 @@
+//! The `[auth]` configuration section: API keys (stored as sha256 digests, never in clear) with
+//! their scope and rate limits, in the gateway's TOML or a separate keys file (so keys can be
+//! mounted as a secret apart from the rest of the configuration).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::Scope;
+
+/// API keys and their limits.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Keys listed inline.
+    pub keys: Vec<KeyConfig>,
+    /// A TOML file with more `[[keys]]` entries, read at start-up.
+    pub keys_file: Option<PathBuf>,
+    /// Limits of `user` keys that set none of their own.
+    pub user: ScopeLimits,
+    /// Limits of `admin` keys that set none of their own.
+    pub admin: ScopeLimits,
+}
+
+/// One API key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Shown in logs and metrics instead of the key.
+    pub name: String,
+    /// Lower-case hex sha256 of the key (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+    pub scope: Scope,
+    /// Overrides the scope's requests per minute (0 = unlimited).
+    pub requests_per_minute: Option<u32>,
+    /// Overrides the scope's tokens per minute (0 = unlimited).
+    pub tokens_per_minute: Option<u32>,
+}
+
+/// Default limits of a scope; 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScopeLimits {
+    pub requests_per_minute: u32,
+    /// Prompt tokens are charged when a request is admitted, completion tokens when it ends.
+    pub tokens_per_minute: u32,
+}
+
+/// The layout of `keys_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+}
+
+impl AuthConfig {
+    /// Inline keys plus those of `keys_file`, checked: names and digests unique, digests valid.
+    pub fn all_keys(&self) -> Result<Vec<KeyConfig>, String> {
+        let mut keys = self.keys.clone();
+        if let Some(path) = &self.keys_file {
+            keys.extend(read_keys_file(path)?);
+        }
+        for (i, k) in keys.iter().enumerate() {
+            if k.name.trim().is_empty() {
+                return Err("auth.keys: every key needs a name".into());
+            }
+            if k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "auth.keys '{}': sha256 must be 64 hex digits (the key's digest, not the key)",
+                    k.name
+                ));
+            }
+            if keys[..i].iter().any(|o| o.name == k.name) {
+                return Err(format!("auth.keys: the name '{}' is used twice", k.name));
+            }
+            if keys[..i]
+                .iter()
+                .any(|o| o.sha256.eq_ignore_ascii_case(&k.sha256))
+            {
+                return Err(format!(
+                    "auth.keys '{}': the same key is listed twice",
+                    k.name
+                ));
+            }
+        }
+        Ok(keys)
+    }
+
+    pub fn limits(&self, scope: Scope) -> ScopeLimits {
+        match scope {
+            Scope::User => self.user,
+            Scope::Admin => self.admin,
+        }
+    }
+}
+
+fn read_keys_file(path: &Path) -> Result<Vec<KeyConfig>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("auth.keys_file {}: {e}", path.display()))?;
+    let file: KeysFile =
+        toml::from_str(&text).map_err(|e| format!("auth.keys_file {}: {e}", path.display()))?;
+    Ok(file.keys)
+}

@@ -172,6 +172,19 @@ async fn ask(client: &reqwest::Client, base: &str) -> (String, String) {
     (adapter, answer)
 }
 
+/// `GET /admin/adapter` with the admin key.
+async fn admin_adapter(client: &reqwest::Client, base: &str) -> Value {
+    client
+        .get(format!("{base}/admin/adapter"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("show")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn wait_for(client: &reqwest::Client, base: &str, adapter: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -260,15 +273,7 @@ async fn a_promoted_adapter_is_served_without_a_restart_and_rolls_back() {
     assert_eq!(r["changed"], true);
     let (h, answer) = ask(&client, &server.base).await;
     assert_eq!((h.as_str(), answer), ("v1", answer_v1));
-    let shown: Value = client
-        .get(format!("{}/admin/adapter", server.base))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .expect("show")
-        .json()
-        .await
-        .expect("json");
+    let shown = admin_adapter(&client, &server.base).await;
     assert_eq!(shown["promoted"], "v1");
     assert_eq!(shown["versions"].as_array().map(Vec::len), Some(2));
 }
@@ -326,14 +331,6 @@ async fn the_adapter_threshold_decides_trained_verdicts() {
     );
     let cases = verdict("cases").await;
     assert!(cases["refuse_log_odds"].is_null(), "{cases}");
-    let shown: Value = client
-        .get(format!("{}/admin/adapter", server.base))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .expect("show")
-        .json()
-        .await
-        .expect("json");
+    let shown = admin_adapter(&client, &server.base).await;
     assert_eq!(shown["refuse_log_odds"], -29.0);
 }

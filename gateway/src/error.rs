@@ -263,6 +263,31 @@ impl ApiError {
         e.headers.push(("retry-after", secs.max(1).to_string()));
         e
     }
+
+    /// 408 `request_timeout`: the body did not arrive in time.
+    pub fn request_timeout(within: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            INVALID,
+            "request_timeout",
+            format!(
+                "The request body did not arrive within {} s (limits.body_timeout_secs).",
+                within.as_secs()
+            ),
+        )
+    }
+
+    /// 503 `overloaded` with `Retry-After: 1`: the gateway holds as many requests as it admits.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "overloaded",
+            message,
+        );
+        e.headers.push(("retry-after", "1".to_owned()));
+        e
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use hyper::body::Frame;
 use hyper::header::HeaderValue;
 use serde_json::{json, Value};
 
+use crate::cache::{CacheStatus, Fill};
 use crate::error::ApiError;
 use crate::openai::response::Envelope;
 use crate::safety::deliberate::{Out, Source};
@@ -33,6 +34,8 @@ pub struct Finisher {
     /// Adapter the engine applied, recorded with the response.
     pub adapter: Option<String>,
     pub messages: Vec<ChatMessage>,
+    /// Log the exchange's text (`log_prompts`); otherwise no user or model text is logged.
+    pub log_text: bool,
 }
 
 /// What a finished response looked like, for the `cada` extension.
@@ -85,6 +88,14 @@ impl Finisher {
             precedents: decision.precedents.clone(),
             embedding: decision.embedding.clone(),
         };
+        if self.log_text {
+            tracing::info!(
+                request_id = %self.request_id,
+                request = %record.request,
+                answer = %record.answer,
+                "chat exchange"
+            );
+        }
         let logged = decision.embedding.is_some() && !borderline.is_empty();
         match (&decision.embedding, borderline.is_empty()) {
             (Some(_), false) => {
@@ -117,6 +128,10 @@ pub struct Reply {
     pub adapter: Option<String>,
     /// Charges the caller's token budget for what the response used beyond its admission.
     pub settle: Option<Settle>,
+    /// What the response cache did (`x-cache`).
+    pub cache: CacheStatus,
+    /// Stores the response in the cache when it ends well (a cacheable miss).
+    pub fill: Option<Box<Fill>>,
 }
 
 /// A key's token charge still open when a response starts.
@@ -162,12 +177,17 @@ pub async fn respond(mut reply: Reply, stream: bool) -> Result<Response, ApiErro
             }
         }
     }
-    let headers = decision_headers(
+    // The decision is read here, not through `State::next`: the cache entry notes it now.
+    if let (Some(fill), Some(d)) = (&mut reply.fill, &decision) {
+        fill.saw(&Out::Decided(d.clone()));
+    }
+    let mut headers = decision_headers(
         decision.as_deref(),
         reply.policy_version.as_deref(),
         &reply.envelope.model,
         reply.adapter.as_deref(),
     );
+    headers.push(("x-cache", reply.cache.as_str().to_owned()));
     let mut st = State {
         reply,
         decision,
@@ -236,6 +256,9 @@ impl State {
                 out
             }
         };
+        if let (Some(fill), Some(out)) = (&mut self.reply.fill, &out) {
+            fill.saw(out);
+        }
         if let Some(Out::Done { usage, .. }) = &out {
             if let Some(settle) = self.reply.settle.take() {
                 settle.done(usage);

@@ -1,7 +1,10 @@
 //! cada's OpenAI-compatible gateway as a library: `run(listener, config, shutdown)` serves a
 //! GGUF model through the shared llama.cpp engine; the binary only parses flags and binds.
 
+pub mod admission;
 pub mod auth;
+pub mod body_guard;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod generate;

@@ -60,8 +60,19 @@ pub fn sse_response(body: Body) -> Response {
 const DISCARD_CAP: usize = 16 << 20;
 const DISCARD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads a JSON body of at most `limit` bytes.
+/// Reads a JSON body of at most `limits.max_body_bytes`, arriving within
+/// `limits.body_timeout_secs` (a client trickling its body gets 408, not a held connection).
 pub async fn read_json(
+    req: Request<Incoming>,
+    limits: &crate::config::Limits,
+) -> Result<serde_json::Value, ApiError> {
+    let within = Duration::from_secs(limits.body_timeout_secs.max(1));
+    tokio::time::timeout(within, read_json_body(req, limits.max_body_bytes))
+        .await
+        .map_err(|_| ApiError::request_timeout(within))?
+}
+
+async fn read_json_body(
     req: Request<Incoming>,
     limit: usize,
 ) -> Result<serde_json::Value, ApiError> {
@@ -113,6 +124,7 @@ async fn handle(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<Resp
     let path = req.uri().path().to_string();
     // Counts the request when its response body ends (or here, if it never starts).
     let (in_flight, measured) = state.metrics.begin(&path);
+    let timing = Arc::clone(&measured);
     let mut resp = match crate::metrics::scope(measured, routes::route(state, req)).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -123,6 +135,16 @@ async fn handle(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<Resp
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    // Up to the response head: a whole JSON response, a stream's first bytes.
+    let (gateway, model) = timing.timing();
+    let server_timing = format!(
+        "gateway;dur={:.3}, model;dur={:.3}",
+        gateway.as_secs_f64() * 1e3,
+        model.as_secs_f64() * 1e3
+    );
+    if let Ok(v) = HeaderValue::from_str(&server_timing) {
+        resp.headers_mut().insert("server-timing", v);
     }
     tracing::debug!(%request_id, %method, %path, status = resp.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64, "request handled");

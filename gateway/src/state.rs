@@ -9,7 +9,9 @@ use cada_core::policy::VerdictRule;
 use cada_core::registry::resolve_path;
 use cada_core::{Engine, EngineConfig, Registry};
 
+use crate::admission::Admission;
 use crate::auth::Keys;
+use crate::cache::ResponseCache;
 use crate::config::{AdapterChoice, Config};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -48,6 +50,10 @@ pub struct AppState {
     reloading: Mutex<()>,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<Metrics>,
+    /// Bounds the inference requests handled at once.
+    pub admission: Admission,
+    /// Finished deterministic responses (`None` when `cache.enabled` is off).
+    pub cache: Option<ResponseCache>,
 }
 
 impl AppState {
@@ -60,6 +66,8 @@ impl AppState {
             })
         })?;
         Ok(Self {
+            cache: ResponseCache::new(&config.cache),
+            admission: Admission::new(config.limits.max_in_flight),
             config,
             keys,
             served: RwLock::new(None),
@@ -144,6 +152,7 @@ impl AppState {
             max_queue: c.engine.max_queue,
             flash_attention: c.engine.flash_attention,
             adapter: adapter.map(Path::to_path_buf),
+            nice: c.engine.nice,
         }
     }
 
@@ -230,6 +239,9 @@ impl AppState {
             model_path: current.model_path.clone(),
             rule,
         }));
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
         Ok(Reload {
             adapter,
             changed: true,

@@ -8,31 +8,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::rng::Rng;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 /// Requests generated (besides the fixed ones).
 const GENERATED: usize = 3000;
-
-/// A small deterministic generator (xorshift64*), so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// Values of every JSON type, including extreme and adversarial ones.
 fn odd_value(rng: &mut Rng) -> Value {

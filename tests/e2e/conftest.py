@@ -18,7 +18,7 @@ MODEL = "smollm2-135m-instruct"
 class Gateway:
     def __init__(self, *args: str, env: dict[str, str] | None = None):
         binary = os.environ.get("CADA_GATEWAY_BIN", str(ROOT / "target" / "release" / "cada-gateway"))
-        env = dict(os.environ, CADA_LOG="info", NO_COLOR="1", **(env or {}))
+        env = {**os.environ, "CADA_LOG": "info", "NO_COLOR": "1", **(env or {})}
         self.proc = subprocess.Popen(
             # `--adapter none`: the tests serve the base model, whatever was promoted locally.
             [binary, "--listen", "127.0.0.1:0", "--registry", str(ROOT / "models" / "registry.toml"), "--adapter", "none", *args],

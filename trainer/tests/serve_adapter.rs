@@ -148,6 +148,12 @@ fn start(config: cada_gateway::Config) -> Server {
 
 /// (x-cada-adapter, answer) of a greedy chat completion.
 async fn ask(client: &reqwest::Client, base: &str) -> (String, String) {
+    let (adapter, answer, _) = ask_cached(client, base).await;
+    (adapter, answer)
+}
+
+/// (x-cada-adapter, answer, x-cache) of a greedy chat completion.
+async fn ask_cached(client: &reqwest::Client, base: &str) -> (String, String, String) {
     let r = client
         .post(format!("{base}/v1/chat/completions"))
         .json(&json!({
@@ -160,16 +166,30 @@ async fn ask(client: &reqwest::Client, base: &str) -> (String, String) {
         .await
         .expect("request");
     assert_eq!(r.status(), 200);
-    let adapter = r.headers()["x-cada-adapter"]
-        .to_str()
-        .expect("header")
-        .to_owned();
+    let header = |name: &str| r.headers()[name].to_str().expect("header").to_owned();
+    let (adapter, cache) = (header("x-cada-adapter"), header("x-cache"));
     let body: Value = r.json().await.expect("json");
     let answer = body["choices"][0]["message"]["content"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    (adapter, answer)
+    (adapter, answer, cache)
+}
+
+/// `cada_cache_entries` from `/metrics`.
+async fn cache_entries(client: &reqwest::Client, base: &str) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("cada_cache_entries "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("cada_cache_entries")
 }
 
 /// `GET /admin/adapter` with the admin key.
@@ -271,8 +291,18 @@ async fn a_promoted_adapter_is_served_without_a_restart_and_rolls_back() {
         .expect("json");
     assert_eq!(r["served"], "v1");
     assert_eq!(r["changed"], true);
-    let (h, answer) = ask(&client, &server.base).await;
-    assert_eq!((h.as_str(), answer), ("v1", answer_v1));
+    // The swap emptied the response cache: the same greedy request runs on v1 again.
+    assert_eq!(cache_entries(&client, &server.base).await, 0);
+    let (h, answer, cache) = ask_cached(&client, &server.base).await;
+    assert_eq!(
+        (h.as_str(), answer.as_str(), cache.as_str()),
+        ("v1", answer_v1.as_str(), "miss")
+    );
+    let (h, answer, cache) = ask_cached(&client, &server.base).await;
+    assert_eq!(
+        (h.as_str(), answer, cache.as_str()),
+        ("v1", answer_v1, "hit")
+    );
     let shown = admin_adapter(&client, &server.base).await;
     assert_eq!(shown["promoted"], "v1");
     assert_eq!(shown["versions"].as_array().map(Vec::len), Some(2));

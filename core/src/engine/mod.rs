@@ -6,6 +6,7 @@ mod backend;
 mod chat;
 mod error;
 mod params;
+mod priority;
 mod sampler;
 mod session;
 mod text;
@@ -54,6 +55,10 @@ pub struct EngineConfig {
     /// A LoRA adapter GGUF (from `cada-trainer`) applied at scale 1 to every request. llama.cpp
     /// binds adapters when the context is created, so a different adapter means a new engine.
     pub adapter: Option<PathBuf>,
+    /// Niceness added to the engine thread and the llama.cpp threads it starts (Linux), so the
+    /// HTTP side and the safety layer's retrieval preempt decoding on a shared CPU; 0 keeps the
+    /// process's priority.
+    pub nice: i32,
 }
 
 /// Whether llama.cpp uses flash attention.
@@ -93,6 +98,7 @@ impl EngineConfig {
             max_queue: 64,
             flash_attention: FlashAttention::Auto,
             adapter: None,
+            nice: 0,
         }
     }
 }
@@ -175,6 +181,8 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("cada-engine".into())
             .spawn(move || {
+                // Before any llama.cpp call: the threads it starts inherit the niceness.
+                priority::lower_this_thread(worker_config.nice);
                 let (loaded, mut adapter) = match load_model(backend, &worker_config) {
                     Ok(loaded) => loaded,
                     Err(e) => {

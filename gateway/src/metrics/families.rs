@@ -133,8 +133,18 @@ impl Metrics {
             cache: counter(
                 &r,
                 "cada_cache_requests_total",
-                "Response-cache lookups by result (hit or miss).",
+                "Response-cache lookups of deterministic requests by result (hit or miss); requests that cannot be cached are not looked up.",
                 &["result"],
+            )?,
+            cache_entries: gauge(
+                &r,
+                "cada_cache_entries",
+                "Responses held by the response cache, read at scrape time.",
+            )?,
+            cache_bytes: gauge(
+                &r,
+                "cada_cache_bytes",
+                "Approximate bytes held by the response cache (each entry weighs at least max_bytes / max_entries), read at scrape time.",
             )?,
             rate_limited: counter(
                 &r,
@@ -237,7 +247,7 @@ mod tests {
     use crate::safety::{Decision, Mode};
     use crate::server::text_response;
 
-    const NAMES: [&str; 20] = [
+    const NAMES: [&str; 22] = [
         "cada_requests_total",
         "cada_request_duration_seconds",
         "cada_requests_in_flight",
@@ -249,6 +259,8 @@ mod tests {
         "cada_engine_slots_busy",
         "cada_engine_slots",
         "cada_cache_requests_total",
+        "cada_cache_entries",
+        "cada_cache_bytes",
         "cada_rate_limited_total",
         "cada_safety_decisions_total",
         "cada_borderline_cases_total",

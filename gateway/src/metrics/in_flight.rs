@@ -1,16 +1,10 @@
 //! The end of a request's measurement: [`InFlight`] counts the request once, when its response
 //! body ends or is dropped, so a streamed response's duration covers the stream.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::{Frame, SizeHint};
 
 use super::{RequestMetrics, CLIENT_CLOSED};
-use crate::server::{Body, Response};
+use crate::server::Response;
 
 /// Counts a request once, when dropped: by `server::handle` if the response never started,
 /// else by the response body (see [`InFlight::respond`]) once it has been sent or abandoned.
@@ -28,9 +22,8 @@ impl InFlight {
 
     /// Wraps the response body so the request is counted when the body ends.
     pub fn respond(mut self, resp: Response) -> Response {
-        let (parts, body) = resp.into_parts();
-        self.status = Some(parts.status.as_u16());
-        Response::from_parts(parts, Observed { body, guard: self }.boxed())
+        self.status = Some(resp.status().as_u16());
+        crate::body_guard::hold(resp, self)
     }
 }
 
@@ -53,40 +46,6 @@ impl Drop for InFlight {
         }
         m.overhead
             .observe(total.saturating_sub(r.model_time()).as_secs_f64());
-    }
-}
-
-/// A response body that counts its request when it is dropped; frames pass through unchanged.
-struct Observed {
-    body: Body,
-    guard: InFlight,
-}
-
-impl hyper::body::Body for Observed {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl std::fmt::Debug for Observed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Observed")
-            .field("guard", &self.guard)
-            .finish_non_exhaustive()
     }
 }
 

@@ -30,7 +30,7 @@ use prometheus::{
 
 pub use in_flight::InFlight;
 pub use labels::{Endpoint, CLIENT_CLOSED};
-pub use request::{current, model_started, note, scope, RequestMetrics};
+pub use request::{current, model_started, note, scope, served_from_cache, RequestMetrics};
 
 use crate::safety::{Decision, Safety};
 use crate::server::{text_response, Response};
@@ -56,6 +56,9 @@ pub struct Metrics {
     /// Response-cache lookups by `result` (`hit`, `miss`): [`Metrics::cache_hit`] and
     /// [`Metrics::cache_miss`].
     cache: IntCounterVec,
+    /// Entries and bytes in the response cache, read at scrape time.
+    cache_entries: IntGauge,
+    cache_bytes: IntGauge,
     /// Requests refused by a rate limit, by `limit`: [`Metrics::rate_limited`].
     rate_limited: IntCounterVec,
     safety_decisions: IntCounterVec,
@@ -184,6 +187,11 @@ impl Metrics {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             self.refresh(state.served().as_deref(), state.safety().map(Arc::as_ref));
+            let (entries, bytes) = state.cache.as_ref().map_or((0, 0), |c| c.size());
+            self.cache_entries
+                .set(i64::try_from(entries).unwrap_or(i64::MAX));
+            self.cache_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
             self.render()
         };
         let mut resp = text_response(StatusCode::OK, text);

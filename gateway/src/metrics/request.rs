@@ -2,7 +2,7 @@
 //! runs, marks when the request reaches the models and notes every event they send back.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ impl Metrics {
             model_started: AtomicU64::new(0),
             model_finished: AtomicU64::new(0),
             first_token: AtomicU64::new(0),
+            cached: AtomicBool::new(false),
             error_type: OnceLock::new(),
         });
         let guard = InFlight {
@@ -64,6 +65,12 @@ pub fn model_started() {
     let _ = CURRENT.try_with(|r| r.model_started());
 }
 
+/// Marks the current request as answered from the response cache: its events are replayed, so
+/// they count as decisions served but not as model tokens, first tokens or decoding speed.
+pub fn served_from_cache() {
+    let _ = CURRENT.try_with(|r| r.cached.store(true, Ordering::Release));
+}
+
 /// Notes an event of a response in `request`'s metrics, when it has them.
 pub fn note(request: Option<&RequestMetrics>, out: Option<&Out>) {
     if let Some(r) = request {
@@ -83,6 +90,8 @@ pub struct RequestMetrics {
     model_finished: AtomicU64,
     /// When the first generated text arrived (stamp; 0: not yet).
     first_token: AtomicU64,
+    /// Answered from the response cache (no model work to count).
+    cached: AtomicBool,
     pub(super) error_type: OnceLock<&'static str>,
 }
 
@@ -126,7 +135,7 @@ impl RequestMetrics {
                     .first_token
                     .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok();
-                if first && self.endpoint.generates() {
+                if first && self.endpoint.generates() && !self.cached.load(Ordering::Acquire) {
                     self.metrics
                         .ttft
                         .observe(unstamp(now).unwrap_or_default().as_secs_f64());
@@ -154,6 +163,9 @@ impl RequestMetrics {
 
     /// Counts the tokens and the decoding speed of a finished completion.
     fn finished(&self, usage: Usage, reasoning_tokens: usize) {
+        if self.cached.load(Ordering::Acquire) {
+            return;
+        }
         let m = &self.metrics;
         let reasoning = reasoning_tokens.min(usage.completion_tokens);
         m.tokens
@@ -176,6 +188,12 @@ impl RequestMetrics {
         }
     }
 
+    /// Gateway and model time so far, for the `server-timing` header.
+    pub fn timing(&self) -> (Duration, Duration) {
+        let model = self.model_time();
+        (self.started.elapsed().saturating_sub(model), model)
+    }
+
     /// Model time so far: from handing the request over to the engine's final event (or now,
     /// if it never came); zero for a request that used no model.
     pub(super) fn model_time(&self) -> Duration {
@@ -196,6 +214,32 @@ mod tests {
     use crate::error::ApiError;
     use crate::metrics::tests::metrics;
     use crate::server::text_response;
+
+    #[tokio::test]
+    async fn a_cached_reply_counts_no_model_tokens() {
+        let m = metrics();
+        let (guard, r) = m.begin("/v1/chat/completions");
+        scope(Arc::clone(&r), async { served_from_cache() }).await;
+        r.saw(Some(&Out::Content("hello".into())));
+        r.saw(Some(&Out::Done {
+            finish: cada_core::FinishReason::Stop,
+            usage: Usage {
+                prompt_tokens: 10,
+                completion_tokens: 2,
+            },
+            reasoning_tokens: 0,
+        }));
+        drop(guard.respond(text_response(StatusCode::OK, String::new())));
+        assert_eq!(m.tokens.with_label_values(&["prompt"]).get(), 0);
+        assert_eq!(m.ttft.get_sample_count(), 0);
+        assert_eq!(m.decode_rate.get_sample_count(), 0);
+        assert_eq!(
+            m.requests
+                .with_label_values(&["chat_completions", "200"])
+                .get(),
+            1
+        );
+    }
 
     #[test]
     fn overhead_leaves_out_model_time() {

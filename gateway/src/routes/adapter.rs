@@ -19,7 +19,7 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respo
         (Method::GET, "/admin/adapter") => show(&state),
         (Method::POST, "/admin/adapter/reload") => reload(state).await,
         (Method::POST, "/admin/adapter/rollback") => {
-            let body = read_json(req, state.config.limits.max_body_bytes).await?;
+            let body = read_json(req, &state.config.limits).await?;
             let f = Fields::of(&body)?;
             let version = f.string("version")?.map(str::to_owned);
             let registry = state.adapter_registry();

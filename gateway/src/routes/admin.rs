@@ -88,7 +88,7 @@ async fn list(state: &AppState, query: &HashMap<String, String>) -> Result<Respo
 }
 
 async fn label(state: &AppState, id: &str, req: Request<Incoming>) -> Result<Response, ApiError> {
-    let body = read_json(req, state.config.limits.max_body_bytes).await?;
+    let body = read_json(req, &state.config.limits).await?;
     let f = Fields::of(&body)?;
     let label: Label = f.required_string("label")?.parse().map_err(|_| {
         ApiError::invalid_value(

@@ -1,8 +1,9 @@
-//! `POST /v1/chat/completions`: parses the request, picks its safety mode and serves it.
+//! `POST /v1/chat/completions`: parses the request, picks its safety mode and serves it, from
+//! the response cache when the same deterministic request was answered before.
 
 use hyper::Request;
 
-use super::{admit_tokens, Caller};
+use super::{admit_tokens, look_up, Caller};
 use crate::error::ApiError;
 use crate::generate::{self, Finisher, Reply};
 use crate::openai::chat::ChatRequest;
@@ -19,13 +20,10 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         .unwrap_or_default();
     let caller = req.extensions().get::<Caller>().cloned();
     let limits = &state.config.limits;
-    let body = read_json(req, limits.max_body_bytes).await?;
+    let body = read_json(req, limits).await?;
     let request = ChatRequest::parse(&body, state.config.max_tokens_cap(), limits.max_messages)?;
     let served = state.engine_for(&request.common.model)?;
     let engine = &served.engine;
-    let settle = admit_tokens(caller.as_ref(), || {
-        Ok(engine.chat_prompt(&request.messages)?.len())
-    })?;
     let safety = state.safety().ok_or_else(ApiError::not_ready)?;
     let mode = match request.safety_mode {
         Some(mode) => mode,
@@ -33,14 +31,34 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     };
     let include_reasoning = request.include_reasoning && safety.config.allow_reasoning;
     let common = request.common;
-    let job = ChatJob {
-        messages: request.messages.clone(),
-        params: common.params,
-        mode,
-        rule: served.rule,
+    let lookup = look_up(state, caller.as_ref(), "chat", &common.params, |k| {
+        k.field("model", &served.name)
+            .opt("adapter", served.adapter.as_deref())
+            .field("rule", &format!("{:?}", served.rule))
+            .field("policy", &safety.policy.version)
+            .field("mode", mode.as_str())
+            .field("reasoning", if include_reasoning { "1" } else { "0" })
+            .messages(&request.messages)
+            .params(&common.params)
+    });
+    let cache = lookup.status();
+    let (hit, fill) = lookup.into_parts();
+    let (source, settle) = if let Some(entry) = hit {
+        let settle = admit_tokens(caller.as_ref(), || Ok(entry.usage.prompt_tokens))?;
+        (entry.replay(), settle)
+    } else {
+        let settle = admit_tokens(caller.as_ref(), || {
+            Ok(engine.chat_prompt(&request.messages)?.len())
+        })?;
+        let job = ChatJob {
+            messages: request.messages.clone(),
+            params: common.params,
+            mode,
+            rule: served.rule,
+        };
+        crate::metrics::model_started();
+        (deliberate::start(engine, safety, job).await?, settle)
     };
-    crate::metrics::model_started();
-    let source = deliberate::start(engine, safety, job).await?;
     let reply = Reply {
         source,
         envelope: Envelope::new(Shape::Chat, &common.model, common.include_usage),
@@ -51,10 +69,13 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
             model: served.name.clone(),
             adapter: served.adapter.clone(),
             messages: request.messages,
+            log_text: state.config.log_prompts,
         }),
         policy_version: Some(safety.policy.version.clone()),
         adapter: served.adapter.clone(),
         settle,
+        cache,
+        fill,
     };
     generate::respond(reply, common.stream).await
 }

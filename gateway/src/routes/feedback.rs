@@ -15,7 +15,7 @@ use crate::state::AppState;
 const MAX_COMMENT: usize = 4000;
 
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response, ApiError> {
-    let body = read_json(req, state.config.limits.max_body_bytes).await?;
+    let body = read_json(req, &state.config.limits).await?;
     let f = Fields::of(&body)?;
     let response_id = f.required_string("response_id")?.to_owned();
     let label: FeedbackLabel = f.required_string("label")?.parse().map_err(|_| {

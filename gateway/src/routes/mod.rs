@@ -14,6 +14,7 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request};
 
 use crate::auth::{Access, Principal, RateHeaders};
+use crate::cache::{CacheStatus, KeyBuilder, Lookup};
 use crate::error::ApiError;
 use crate::generate::Settle;
 use crate::server::{Incoming, Response};
@@ -77,6 +78,28 @@ pub fn admit_tokens(
     }))
 }
 
+/// Looks a request up in the response cache and counts the outcome; on a hit, marks the
+/// request as served from the cache (its tokens are not counted as model work).
+pub fn look_up(
+    state: &AppState,
+    caller: Option<&Caller>,
+    endpoint: &str,
+    params: &cada_core::GenerationParams,
+    key: impl FnOnce(KeyBuilder) -> KeyBuilder,
+) -> Lookup {
+    let name = caller.map(|c| c.principal.name.as_str());
+    let lookup = Lookup::of(state.cache.as_ref(), name, endpoint, params, key);
+    match lookup.status() {
+        CacheStatus::Hit => {
+            state.metrics.cache_hit();
+            crate::metrics::served_from_cache();
+        }
+        CacheStatus::Miss => state.metrics.cache_miss(),
+        CacheStatus::Bypass => {}
+    }
+    lookup
+}
+
 /// Authenticates, admits the request against the key's request budget, dispatches it, and
 /// stamps the key's rate-limit state on the response, errors included.
 pub async fn route(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<Response, ApiError> {
@@ -119,6 +142,17 @@ pub async fn route(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<R
     }
 }
 
+/// Runs an inference handler within global admission control: refused at once when the gateway
+/// is full, else holding its place until the response body ends.
+async fn admitted(
+    state: &AppState,
+    handler: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, ApiError> {
+    let permit = state.admission.admit()?;
+    let resp = handler.await?;
+    Ok(crate::body_guard::hold(resp, permit))
+}
+
 /// Sends a request to its handler.
 async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response, ApiError> {
     let method = req.method().clone();
@@ -131,8 +165,10 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respon
         (Method::GET, p) if p.starts_with("/v1/models/") => {
             models::get(&state, &p["/v1/models/".len()..])
         }
-        (Method::POST, "/v1/chat/completions") => chat::handle(&state, req).await,
-        (Method::POST, "/v1/completions") => completions::handle(&state, req).await,
+        (Method::POST, "/v1/chat/completions") => admitted(&state, chat::handle(&state, req)).await,
+        (Method::POST, "/v1/completions") => {
+            admitted(&state, completions::handle(&state, req)).await
+        }
         (Method::POST, "/v1/feedback") => feedback::handle(&state, req).await,
         (_, p) if p == "/admin/cases" || p.starts_with("/admin/cases/") => {
             admin::route(&state, req).await

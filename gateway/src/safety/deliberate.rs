@@ -50,6 +50,8 @@ pub enum Source {
     },
     /// A driver task (deliberation, or adaptive's probe followed by either path).
     Driven(mpsc::Receiver<Out>),
+    /// A cached response's events, replayed.
+    Replay(std::collections::VecDeque<Out>),
 }
 
 impl Source {
@@ -85,6 +87,7 @@ impl Source {
                 })
             }
             Source::Driven(rx) => rx.recv().await,
+            Source::Replay(events) => events.pop_front(),
         }
     }
 }

@@ -5,10 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+mod cli;
+mod env;
 
 pub use crate::auth::AuthConfig;
+pub use crate::cache::CacheConfig;
 pub use crate::safety::{Mode, SafetyConfig, StoreSection};
+pub use cli::Cli;
 use serde::Deserialize;
 
 /// Everything the gateway needs to run.
@@ -33,6 +36,9 @@ pub struct Config {
     pub verify_sha256: bool,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
+    /// Log each chat exchange (the last user message and the answer, redacted like the case
+    /// store) at info level. Off by default: prompts and answers stay out of logs.
+    pub log_prompts: bool,
     pub engine: EngineSection,
     pub limits: Limits,
     pub safety: SafetyConfig,
@@ -43,6 +49,8 @@ pub struct Config {
     pub api_key: Option<Secret>,
     /// API keys, scopes and rate limits.
     pub auth: AuthConfig,
+    /// The response cache for deterministic requests.
+    pub cache: CacheConfig,
 }
 
 /// Which LoRA adapter the gateway serves.
@@ -105,6 +113,9 @@ pub struct EngineSection {
     pub max_queue: usize,
     /// `auto` (off on the CPU, llama.cpp's choice on GPU), `on` or `off`.
     pub flash_attention: cada_core::FlashAttention,
+    /// Niceness added to the engine's threads (Linux), so request handling is not queued behind
+    /// decoding on busy cores; 0 keeps the process's priority.
+    pub nice: i32,
 }
 
 /// Request limits.
@@ -117,8 +128,14 @@ pub struct Limits {
     pub max_messages: usize,
     /// Largest `max_tokens` a request may ask for; 0 means the slot's context size.
     pub max_tokens: u32,
-    /// Time a client has to send its request headers.
+    /// Inference requests handled at once (streams until their last event); beyond it a fast
+    /// 503 `overloaded`.
+    pub max_in_flight: usize,
+    /// Time a client has to send its request headers; also how long an idle keep-alive
+    /// connection stays open waiting for the next request.
     pub header_timeout_secs: u64,
+    /// Time a client has to send its request body once the headers are in; past it, 408.
+    pub body_timeout_secs: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_secs: u64,
 }
@@ -141,6 +158,7 @@ impl Default for Config {
             adapter_poll_secs: 10,
             verify_sha256: true,
             log_format: LogFormat::Text,
+            log_prompts: false,
             engine: EngineSection::default(),
             limits: Limits::default(),
             safety: SafetyConfig::default(),
@@ -148,6 +166,7 @@ impl Default for Config {
             admin_key: None,
             api_key: None,
             auth: AuthConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -162,6 +181,7 @@ impl Default for EngineSection {
             batch: 512,
             max_queue: 64,
             flash_attention: cada_core::FlashAttention::Auto,
+            nice: 10,
         }
     }
 }
@@ -172,7 +192,9 @@ impl Default for Limits {
             max_body_bytes: 1 << 20,
             max_messages: 256,
             max_tokens: 0,
+            max_in_flight: 256,
             header_timeout_secs: 30,
+            body_timeout_secs: 30,
             shutdown_grace_secs: 30,
         }
     }
@@ -195,14 +217,34 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML file; unknown keys are errors that name the key.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        Self::from_sources(Some(path), std::iter::empty())
+    }
+
+    /// The file (if any) with the `CADA__SECTION__KEY` overrides of `vars` laid over it
+    /// (see `env`); unknown keys are errors that name the key.
+    pub fn from_sources(
+        path: Option<&std::path::Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let source = path.map_or_else(|| PathBuf::from("(defaults)"), std::path::Path::to_path_buf);
+        let parse_error = |message: String| ConfigError::Parse {
+            path: source.clone(),
+            message,
+        };
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| parse_error(e.to_string()))?
+            }
+            None => toml::Table::new(),
+        };
+        env::overlay(&mut table, vars)?;
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_error(format!("{e} (file or CADA__ variables)")))
     }
 
     /// Checks values that would otherwise fail later, naming the key.
@@ -222,6 +264,9 @@ impl Config {
         if self.engine.batch == 0 {
             return bad("engine.batch", "must be positive");
         }
+        if !(0..=19).contains(&self.engine.nice) {
+            return bad("engine.nice", "must be between 0 and 19");
+        }
         if self.engine.max_queue == 0 {
             return bad(
                 "engine.max_queue",
@@ -230,6 +275,9 @@ impl Config {
         }
         if self.limits.max_body_bytes < 1024 {
             return bad("limits.max_body_bytes", "must be at least 1024");
+        }
+        if self.limits.max_in_flight == 0 {
+            return bad("limits.max_in_flight", "must be positive");
         }
         if self.limits.max_messages == 0 {
             return bad("limits.max_messages", "must be positive");
@@ -266,6 +314,9 @@ impl Config {
                 message,
             });
         }
+        if let Err((key, message)) = self.cache.validate() {
+            return bad(key, message);
+        }
         if s.refusal_message.trim().is_empty() {
             return bad("safety.refusal_message", "must not be empty");
         }
@@ -289,133 +340,6 @@ impl Config {
     }
 }
 
-/// Command line of `cada-gateway`. Every flag can also come from its `CADA_` environment variable.
-#[derive(Debug, Parser)]
-#[command(
-    name = "cada-gateway",
-    version,
-    about = "OpenAI-compatible gateway for GGUF models with deliberative safety"
-)]
-pub struct Cli {
-    /// TOML configuration file (see configs/gateway.toml); flags override it.
-    #[arg(long, env = "CADA_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
-    #[arg(long, env = "CADA_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Registry id or path of the GGUF model to serve (default: the registry's default chat model).
-    #[arg(long, env = "CADA_MODEL")]
-    pub model: Option<String>,
-    /// Model registry file.
-    #[arg(long, env = "CADA_REGISTRY")]
-    pub registry: Option<PathBuf>,
-    /// LoRA adapter: `promoted` (follow the adapter registry; the default), `none`, or a GGUF path.
-    #[arg(long, env = "CADA_ADAPTER")]
-    pub adapter: Option<AdapterChoice>,
-    /// Name clients use as `model`.
-    #[arg(long, env = "CADA_SERVED_MODEL_NAME")]
-    pub served_model_name: Option<String>,
-    /// Layers to offload to the GPU (needs a `cuda` build).
-    #[arg(long, env = "CADA_N_GPU_LAYERS")]
-    pub n_gpu_layers: Option<u32>,
-    /// llama.cpp threads (0 = all cores).
-    #[arg(long, env = "CADA_THREADS")]
-    pub threads: Option<u32>,
-    /// Concurrent sequences decoded together.
-    #[arg(long, env = "CADA_PARALLEL")]
-    pub parallel: Option<usize>,
-    /// Context tokens per sequence.
-    #[arg(long, env = "CADA_CTX_PER_SLOT")]
-    pub ctx_per_slot: Option<u32>,
-    /// Requests allowed to wait for a free sequence.
-    #[arg(long, env = "CADA_MAX_QUEUE")]
-    pub max_queue: Option<usize>,
-    /// Skip the sha256 check of registry models.
-    #[arg(long, env = "CADA_NO_VERIFY", default_value_t = false)]
-    pub no_verify: bool,
-    /// Log format.
-    #[arg(long, env = "CADA_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Default safety mode: off, cases, trained or adaptive (requests may override it).
-    #[arg(long, env = "CADA_SAFETY_MODE", value_enum)]
-    pub safety_mode: Option<Mode>,
-    /// Directory with the safety codes and case library.
-    #[arg(long, env = "CADA_POLICY_DIR")]
-    pub policy_dir: Option<PathBuf>,
-    /// Data directory: case store and caches.
-    #[arg(long, env = "CADA_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Admin key: all endpoints, including /admin/ (sent as `Authorization: Bearer KEY`).
-    #[arg(long, env = "CADA_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
-    /// User key: inference and feedback (sent as `Authorization: Bearer KEY`).
-    #[arg(long, env = "CADA_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-}
-
-impl Cli {
-    /// File (if any) overlaid with flags and environment, then validated.
-    pub fn into_config(self) -> Result<Config, ConfigError> {
-        let mut c = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(v) = self.listen {
-            c.listen = v;
-        }
-        if let Some(v) = self.model {
-            c.model = v;
-        }
-        if let Some(v) = self.registry {
-            c.registry = v;
-        }
-        if let Some(v) = self.adapter {
-            c.adapter = v;
-        }
-        if let Some(v) = self.served_model_name {
-            c.served_model_name = Some(v);
-        }
-        if let Some(v) = self.n_gpu_layers {
-            c.engine.n_gpu_layers = v;
-        }
-        if let Some(v) = self.threads {
-            c.engine.threads = v;
-        }
-        if let Some(v) = self.parallel {
-            c.engine.parallel = v;
-        }
-        if let Some(v) = self.ctx_per_slot {
-            c.engine.ctx_per_slot = v;
-        }
-        if let Some(v) = self.max_queue {
-            c.engine.max_queue = v;
-        }
-        if self.no_verify {
-            c.verify_sha256 = false;
-        }
-        if let Some(v) = self.log_format {
-            c.log_format = v;
-        }
-        if let Some(v) = self.safety_mode {
-            c.safety.mode = v;
-        }
-        if let Some(v) = self.policy_dir {
-            c.safety.policy_dir = v;
-        }
-        if let Some(v) = self.data_dir {
-            c.store.data_dir = v;
-        }
-        if let Some(v) = self.admin_key {
-            c.admin_key = Some(Secret(v));
-        }
-        if let Some(v) = self.api_key {
-            c.api_key = Some(Secret(v));
-        }
-        c.validate()?;
-        Ok(c)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +349,8 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/gateway.toml");
         let c = Config::from_file(&path).expect("configs/gateway.toml parses");
         c.validate().expect("example config is valid");
+        // The file says its values are the defaults.
+        assert_eq!(c, Config::default());
     }
 
     #[test]
@@ -458,23 +384,5 @@ mod tests {
             .expect_err("zero slots")
             .to_string()
             .contains("engine.parallel"));
-    }
-
-    #[test]
-    fn flags_override_file() {
-        let cli = Cli::parse_from([
-            "cada-gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--parallel",
-            "3",
-            "--model",
-            "x.gguf",
-        ]);
-        let c = cli.into_config().expect("valid");
-        assert_eq!(c.listen.port(), 0);
-        assert_eq!(c.engine.parallel, 3);
-        assert_eq!(c.model, "x.gguf");
-        assert_eq!(c.max_tokens_cap(), c.engine.ctx_per_slot);
     }
 }

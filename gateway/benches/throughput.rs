@@ -224,6 +224,8 @@ fn main() {
     };
     // Plain serving: the benchmark measures the serving path, not deliberation.
     config.safety.mode = cada_gateway::config::Mode::Off;
+    // Every run repeats the same greedy request: the response cache would answer it.
+    config.cache.enabled = false;
     config.safety.policy_dir = root().join("configs/policy");
     config.store.data_dir = root().join("target/bench/data");
     config.engine.threads = threads();

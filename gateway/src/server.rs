@@ -167,6 +167,15 @@ pub async fn run(
     } else {
         tracing::warn!("{}", state.keys.describe());
     }
+    let metrics_listener = match state.config.metrics_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await?;
+            let addr = l.local_addr()?;
+            tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
+            Some(l)
+        }
+        None => None,
+    };
     let mut loader = {
         let state = Arc::clone(&state);
         tokio::task::spawn_blocking(move || state.load())
@@ -200,6 +209,21 @@ pub async fn run(
                     }
                 });
             }
+            accepted = accept_metrics(metrics_listener.as_ref()) => {
+                let Ok((stream, _peer)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let state = Arc::clone(&state);
+                let service = service_fn(move |req| {
+                    let resp = routes::metrics_port(&state, &req);
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
             loaded = &mut loader, if loading => {
                 loading = false;
                 match loaded {
@@ -224,6 +248,16 @@ pub async fn run(
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
     Ok(())
+}
+
+/// The next connection on the metrics listener; never, without one.
+async fn accept_metrics(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// With `adapter = "promoted"`, checks the adapter registry every `adapter_poll_secs` and

@@ -278,3 +278,28 @@ async fn metrics_is_get_only() {
     assert_eq!(status, 405, "{body}");
     assert_eq!(common::error_fields(&body).1, "method_not_allowed");
 }
+
+/// With `metrics_listen`, `/metrics` moves to its own address (which serves nothing else but
+/// `/healthz`) and the main address answers 404 for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_their_own_listener() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let metrics_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let srv = common::start(|c| c.metrics_listen = Some(metrics_addr));
+    let metrics_url = format!("http://{metrics_addr}");
+    let main = common::get(&srv.url, "/metrics").await;
+    assert_eq!(main.status(), 404);
+    let body: Value = main.json().await.expect("json");
+    assert_eq!(common::error_fields(&body).1, "unknown_url");
+    let text = scrape(&metrics_url).await;
+    assert!(text.contains("cada_requests_total"), "{text}");
+    assert_eq!(common::get(&metrics_url, "/healthz").await.status(), 200);
+    assert_eq!(common::get(&metrics_url, "/v1/models").await.status(), 404);
+    let (status, _) = post(&metrics_url, "/metrics", &json!({})).await;
+    assert_eq!(status, 405);
+    // The main address still serves everything else.
+    assert_eq!(common::get(&srv.url, "/v1/models").await.status(), 200);
+}

@@ -26,6 +26,9 @@ pub struct Cli {
     /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
     #[arg(long, env = "CADA_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Separate address for /metrics (e.g. 0.0.0.0:9090); the main address then stops serving it.
+    #[arg(long, env = "CADA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Registry id or path of the GGUF model to serve (default: the registry's default chat model).
     #[arg(long, env = "CADA_MODEL")]
     pub model: Option<String>,
@@ -88,6 +91,9 @@ impl Cli {
         let mut c = Config::from_sources(self.config.as_deref(), vars)?;
         if let Some(v) = self.listen {
             c.listen = v;
+        }
+        if let Some(v) = self.metrics_listen {
+            c.metrics_listen = Some(v);
         }
         if let Some(v) = self.model {
             c.model = v;

@@ -20,6 +20,9 @@ use serde::Deserialize;
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// A separate address for `GET /metrics` (and `/healthz`), e.g. one only the monitoring
+    /// network reaches; when set, the main address no longer serves `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Model registry file; registry paths are relative to its directory.
     pub registry: PathBuf,
     /// Registry id or GGUF path to serve; empty serves the registry's default chat model.
@@ -151,6 +154,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             registry: PathBuf::from("models/registry.toml"),
             model: String::new(),
             served_model_name: None,

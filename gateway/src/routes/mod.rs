@@ -153,6 +153,17 @@ async fn admitted(
     Ok(crate::body_guard::hold(resp, permit))
 }
 
+/// The metrics listener (`metrics_listen`): `GET /metrics` and `GET /healthz`, nothing else.
+pub fn metrics_port(state: &AppState, req: &Request<Incoming>) -> Response {
+    let answer = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => Ok(state.metrics.scrape(state)),
+        (&Method::GET, "/healthz") => Ok(health::live()),
+        (m, p @ ("/metrics" | "/healthz")) => Err(ApiError::method_not_allowed(m, p)),
+        (m, p) => Err(ApiError::unknown_url(m, p)),
+    };
+    answer.unwrap_or_else(|e| e.response())
+}
+
 /// Sends a request to its handler.
 async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response, ApiError> {
     let method = req.method().clone();
@@ -160,6 +171,9 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respon
     match (method.clone(), path.as_str()) {
         (Method::GET, "/healthz") => Ok(health::live()),
         (Method::GET, "/readyz") => Ok(health::ready(&state)),
+        (_, "/metrics") if state.config.metrics_listen.is_some() => {
+            Err(ApiError::unknown_url(&method, &path))
+        }
         (Method::GET, "/metrics") => Ok(state.metrics.scrape(&state)),
         (Method::GET, "/v1/models") => Ok(models::list(&state)),
         (Method::GET, p) if p.starts_with("/v1/models/") => {

@@ -7,7 +7,8 @@
 //! (deliberated once each, per key, before the warm-up, then cache hits), 30% a unique sampled
 //! question served plain (`safety_mode: off`, 8 tokens; a deliberation takes seconds on this
 //! model and CPU, so deliberated live traffic would measure the model, not the gateway); half
-//! of each streamed. Requests still running at the deadline are abandoned and not counted.
+//! of each streamed. At the end of the warm-up, running requests finish (uncounted) before the
+//! measurement starts; at the end of the measurement they are abandoned and not counted.
 //!
 //! Bars checked (the run exits 1 when one fails): no errors besides the `greedy` key's 429s, no
 //! panic in the gateway's log, resident memory at the end within 10% of after warm-up.
@@ -253,8 +254,19 @@ async fn send(
     }
 }
 
-/// Runs `clients` clients until `until`; returns their samples.
-async fn drive(base: &str, clients: usize, until: Instant, seed: u64) -> Vec<Sample> {
+/// How a phase ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Requests running at the deadline finish (uncounted), so the next phase starts with an
+    /// empty engine queue: the gateway cannot see that a client waiting for a JSON response
+    /// left, so an abandoned request would still run and crowd the next phase's.
+    Drain,
+    /// Requests running at the deadline are abandoned and not counted (bounded in time).
+    Abandon,
+}
+
+/// Runs `clients` clients until `until`; returns the samples of requests that finished by then.
+async fn drive(base: &str, clients: usize, until: Instant, seed: u64, end: End) -> Vec<Sample> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .pool_max_idle_per_host(clients)
@@ -270,12 +282,17 @@ async fn drive(base: &str, clients: usize, until: Instant, seed: u64) -> Vec<Sam
                 let mut rng = Rng(seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1)));
                 let deadline = tokio::time::Instant::from_std(until);
                 while Instant::now() < until {
-                    // Abandoned at the deadline (the gateway frees its slot), not counted.
-                    let Ok(s) =
-                        tokio::time::timeout_at(deadline, one(&client, &base, key, &mut rng)).await
-                    else {
-                        break;
+                    let request = one(&client, &base, key, &mut rng);
+                    let s = match end {
+                        End::Abandon => match tokio::time::timeout_at(deadline, request).await {
+                            Ok(s) => s,
+                            Err(_) => break,
+                        },
+                        End::Drain => request.await,
                     };
+                    if Instant::now() > until {
+                        break;
+                    }
                     let limited = s.status == 429;
                     samples.lock().expect("samples").push(s);
                     if limited {
@@ -344,13 +361,20 @@ fn main() {
             .map(|(topic, key)| {
                 let (client, base) = (client.clone(), base.clone());
                 tokio::spawn(async move {
-                    send(&client, &base, key, &cached_body(topic, false), false).await
+                    loop {
+                        let s = send(&client, &base, key, &cached_body(topic, false), false).await;
+                        if s.status != 429 {
+                            break s;
+                        }
+                        // The greedy key's budget: wait for it rather than leave a hole.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 })
             })
             .collect();
         for f in fills {
             let s = f.await.expect("fill");
-            assert!(s.ok, "filling the cache failed: {s:?}");
+            assert!(s.ok && s.status == 200, "filling the cache failed: {s:?}");
         }
         eprintln!("warm-up: {clients} clients for {warmup} s");
         drive(
@@ -358,6 +382,7 @@ fn main() {
             clients,
             Instant::now() + Duration::from_secs(warmup),
             1,
+            End::Drain,
         )
         .await;
         let rss_warm = rss_kib(child.id());
@@ -365,7 +390,14 @@ fn main() {
             "measuring: {clients} clients for {seconds} s (RSS after warm-up {rss_warm} KiB)"
         );
         let started = Instant::now();
-        let samples = drive(&base, clients, started + Duration::from_secs(seconds), 2).await;
+        let samples = drive(
+            &base,
+            clients,
+            started + Duration::from_secs(seconds),
+            2,
+            End::Abandon,
+        )
+        .await;
         let elapsed = started.elapsed().as_secs_f64();
         let rss_end = rss_kib(child.id());
         summarize(&samples, elapsed, rss_warm, rss_end, clients)

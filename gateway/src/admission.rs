@@ -48,7 +48,8 @@ impl Admission {
     }
 
     /// Requests admitted now.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.current.load(Ordering::Acquire)
     }
 }

@@ -179,7 +179,7 @@ pub async fn respond(mut reply: Reply, stream: bool) -> Result<Response, ApiErro
     }
     // The decision is read here, not through `State::next`: the cache entry notes it now.
     if let (Some(fill), Some(d)) = (&mut reply.fill, &decision) {
-        fill.saw(&Out::Decided(d.clone()));
+        fill.recorder.decided(d);
     }
     let mut headers = decision_headers(
         decision.as_deref(),

@@ -68,11 +68,16 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Notes the response's decision.
+    pub fn decided(&mut self, decision: &Decision) {
+        self.decision = Some(decision.clone());
+    }
+
     /// Notes an event; returns the entry when the response has ended well.
     pub fn saw(&mut self, out: &Out) -> Option<Entry> {
         match out {
             Out::Reasoning(t) => self.reasoning.push(t.clone()),
-            Out::Decided(d) => self.decision = Some(d.as_ref().clone()),
+            Out::Decided(d) => self.decided(d),
             Out::Content(t) => self.content.push(t.clone()),
             Out::Done {
                 finish,

@@ -3,7 +3,7 @@
 
 use hyper::Request;
 
-use super::{admit_tokens, look_up, Caller};
+use super::{admit_tokens, look_up, replay_hit, Caller};
 use crate::error::ApiError;
 use crate::generate::{self, Finisher, Reply};
 use crate::openai::chat::ChatRequest;
@@ -44,8 +44,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     let cache = lookup.status();
     let (hit, fill) = lookup.into_parts();
     let (source, settle) = if let Some(entry) = hit {
-        let settle = admit_tokens(caller.as_ref(), || Ok(entry.usage.prompt_tokens))?;
-        (entry.replay(), settle)
+        replay_hit(caller.as_ref(), &entry)?
     } else {
         let settle = admit_tokens(caller.as_ref(), || {
             Ok(engine.chat_prompt(&request.messages)?.len())

@@ -4,7 +4,7 @@
 
 use hyper::Request;
 
-use super::{admit_tokens, look_up, Caller};
+use super::{admit_tokens, look_up, replay_hit, Caller};
 use crate::error::ApiError;
 use crate::generate::{self, Reply};
 use crate::openai::completion::CompletionRequest;
@@ -31,8 +31,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     let cache = lookup.status();
     let (hit, fill) = lookup.into_parts();
     let (source, settle) = if let Some(entry) = hit {
-        let settle = admit_tokens(caller.as_ref(), || Ok(entry.usage.prompt_tokens))?;
-        (entry.replay(), settle)
+        replay_hit(caller.as_ref(), &entry)?
     } else {
         let prompt = engine.text_prompt(&request.prompt);
         let settle = admit_tokens(caller.as_ref(), || Ok(prompt.len()))?;

@@ -100,6 +100,16 @@ pub fn look_up(
     lookup
 }
 
+/// Serves a cache hit: charges the caller for the entry's prompt tokens (completion tokens are
+/// settled when the replay ends, as for a live answer) and replays it.
+pub fn replay_hit(
+    caller: Option<&Caller>,
+    entry: &crate::cache::Entry,
+) -> Result<(crate::safety::deliberate::Source, Option<Settle>), ApiError> {
+    let settle = admit_tokens(caller, || Ok(entry.usage.prompt_tokens))?;
+    Ok((entry.replay(), settle))
+}
+
 /// Authenticates, admits the request against the key's request budget, dispatches it, and
 /// stamps the key's rate-limit state on the response, errors included.
 pub async fn route(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<Response, ApiError> {

@@ -120,3 +120,50 @@ fn dev_set_is_held_out_from_the_cases() {
         "dev prompts too close to cases: {copies:?}"
     );
 }
+
+/// The trainer's calibration set (which picks the refuse threshold) copies neither the library
+/// it trains on nor the dev set the gate judges on, and is balanced like the dev set.
+#[test]
+fn calibration_set_is_apart_from_cases_and_dev() {
+    let (policy, embedder) = setup();
+    let dir = root().join("configs/policy");
+    let dev = load_dev(&dir.join(DEV_FILE)).expect("dev set");
+    let calib = load_dev(&dir.join("calib.jsonl")).expect("calibration set");
+    let refused = calib.iter().filter(|c| c.label.is_harmful()).count();
+    assert!(calib.len() >= 100, "{} items", calib.len());
+    assert!(
+        (0.4..=0.6).contains(&(refused as f64 / calib.len() as f64)),
+        "{refused} of {} to refuse",
+        calib.len()
+    );
+    let mut ids: Vec<&str> = calib.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), calib.len(), "duplicate ids");
+    let index = PrecedentIndex::load_or_build(&policy, &embedder, None).expect("index");
+    let embed = |items: &[cada_core::policy::DevItem]| {
+        let texts: Vec<&str> = items.iter().map(|d| d.prompt.as_str()).collect();
+        embedder.embed(&texts).expect("embed")
+    };
+    let dev_vectors = embed(&dev);
+    let mut copies = Vec::new();
+    for (item, v) in calib.iter().zip(embed(&calib)) {
+        let top = &index.nearest(&policy, &v, 1)[0];
+        if top.similarity >= 0.9 {
+            copies.push(format!(
+                "{} ~ {} ({:.3})",
+                item.id, top.case.id, top.similarity
+            ));
+        }
+        for (d, w) in dev.iter().zip(&dev_vectors) {
+            let s = cosine(&v, w);
+            if s >= 0.9 {
+                copies.push(format!("{} ~ {} ({s:.3})", item.id, d.id));
+            }
+        }
+    }
+    assert!(
+        copies.is_empty(),
+        "calibration prompts too close: {copies:?}"
+    );
+}

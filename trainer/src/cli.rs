@@ -94,6 +94,13 @@ pub struct RunArgs {
     /// Skip evaluation and promotion (smoke runs).
     #[arg(long)]
     pub skip_eval: bool,
+    /// Continue a stopped, crashed or paused run from its last checkpoint (written after each
+    /// warm-start epoch and after GRPO/DPO), with the configuration it recorded.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
+    pub resume: Option<PathBuf>,
+    /// Stop, checkpointed, once this many warm-start epochs are done (train in slices).
+    #[arg(long, value_name = "N")]
+    pub pause_after_epochs: Option<usize>,
 }
 
 /// Arguments of `cada-trainer schedule`.

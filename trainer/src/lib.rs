@@ -8,6 +8,7 @@ pub mod chain;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod framing;
 pub mod loss;
 pub mod model;
 pub mod optim;

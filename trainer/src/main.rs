@@ -66,6 +66,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 registry: cli.registry.clone(),
                 promote: !args.no_promote,
                 skip_eval: args.skip_eval,
+                resume: args.resume.clone(),
+                pause_after_epochs: args.pause_after_epochs,
             };
             let outcome = run::run(&config, &opts)?;
             println!("{}", serde_json::to_string_pretty(&outcome)?);
@@ -105,7 +107,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 
 /// Loads the run configuration with the command line's overrides.
 fn train_config(args: &RunArgs) -> anyhow::Result<TrainConfig> {
-    let mut config = TrainConfig::from_file(&args.config)?;
+    // A resumed run goes on with the configuration it recorded.
+    let path = match &args.resume {
+        Some(dir) => dir.join("config.toml"),
+        None => args.config.clone(),
+    };
+    let mut config = TrainConfig::from_file(&path)?;
     if let Some(m) = args.budget_minutes {
         config.budget_minutes = m;
     }
@@ -156,6 +163,8 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
                             registry: cli.registry.clone(),
                             promote: !args.run.no_promote,
                             skip_eval: args.run.skip_eval,
+                            resume: None,
+                            pause_after_epochs: None,
                         };
                         match run::run(&run_config, &opts) {
                             Ok(outcome) => {

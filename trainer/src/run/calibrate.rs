@@ -38,22 +38,29 @@ pub fn split(examples: Vec<Example>, share: f64, seed: u64) -> (Vec<Example>, Ve
         .partition(|e| !held_ids.contains(&e.id))
 }
 
-/// Writes held-out examples in the dev-set layout the evaluation reads.
-pub fn write_items(held: &[Example], path: &Path) -> std::io::Result<()> {
+/// The calibration prompts: the validation set's items, then the held-out examples, in the
+/// dev-set layout the evaluation reads.
+pub fn items(validation: Vec<DevItem>, held: &[Example]) -> Vec<DevItem> {
+    let mut items = validation;
+    items.extend(held.iter().map(|e| DevItem {
+        id: e.id.clone(),
+        prompt: e.request.clone(),
+        label: e.label,
+        category: "calibration".into(),
+        kind: if e.label.is_harmful() {
+            "harmful".into()
+        } else {
+            "benign".into()
+        },
+    }));
+    items
+}
+
+/// Writes calibration prompts as JSONL.
+pub fn write_items(items: &[DevItem], path: &Path) -> std::io::Result<()> {
     let mut out = String::new();
-    for e in held {
-        let item = DevItem {
-            id: e.id.clone(),
-            prompt: e.request.clone(),
-            label: e.label,
-            category: "calibration".into(),
-            kind: if e.label.is_harmful() {
-                "harmful".into()
-            } else {
-                "benign".into()
-            },
-        };
-        out.push_str(&serde_json::to_string(&item).map_err(std::io::Error::other)?);
+    for item in items {
+        out.push_str(&serde_json::to_string(item).map_err(std::io::Error::other)?);
         out.push('\n');
     }
     std::fs::write(path, out)

@@ -25,6 +25,32 @@ pub enum Condition {
     Cases,
 }
 
+/// How the warm start's learning rate moves over its updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// `optim.lr` throughout.
+    Constant,
+    /// From `optim.lr` down to a tenth of it along a half cosine: large steps while the model
+    /// is far off, small ones at the end so the last batches do not decide where the verdict
+    /// probabilities land (the run-to-run spread a constant rate showed).
+    #[default]
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The multiplier of the peak rate at update `step` of `total`.
+    pub fn factor(self, step: usize, total: usize) -> f64 {
+        match self {
+            Self::Constant => 1.0,
+            Self::Cosine => {
+                let t = step as f64 / total.max(1) as f64;
+                0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+            }
+        }
+    }
+}
+
 /// Everything a run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -82,6 +108,10 @@ pub struct WarmStart {
     pub reasoning_sentences: usize,
     /// Sentences of a written exemplar answer kept (0 = all).
     pub answer_sentences: usize,
+    /// Share of requests put in a framing (fiction, role-play, "ignore your rules", ...) in
+    /// each epoch, label unchanged (`framing.rs`); 0 trains on the requests as written.
+    pub framing: f64,
+    pub lr_schedule: LrSchedule,
 }
 
 /// Group-relative policy optimisation on self-generated chains.
@@ -115,14 +145,21 @@ pub struct Dpo {
     pub lr: f64,
 }
 
-/// The refuse threshold, calibrated on cases held out from training (see `run/calibrate.rs`).
+/// The refuse threshold, calibrated on labelled prompts no training step reads (see
+/// `run/calibrate.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Calibrate {
-    /// Share of each label's examples held out of training to calibrate on; 0 serves the most
-    /// probable verdict instead.
+    /// A validation set in the dev-set layout, written apart from the library and the dev set
+    /// and mixed like production traffic. Library cases held out of training (`holdout`) are
+    /// hard look-alikes by design and few, and set the threshold too high for real traffic
+    /// (measured: README, Training). Empty: none.
+    pub data: Option<PathBuf>,
+    /// Share of each label's library examples held out of training and added to the
+    /// calibration prompts.
     pub holdout: f64,
-    /// Benign compliance the threshold keeps on the held-out cases.
+    /// Benign compliance the threshold keeps on the calibration prompts. Without any (no
+    /// `data`, `holdout` 0) the gateway serves the most probable verdict.
     pub min_benign_compliance: f64,
 }
 
@@ -148,7 +185,7 @@ impl Default for TrainConfig {
             dev: PathBuf::from("configs/policy/dev.jsonl"),
             extra_data: Vec::new(),
             runs_dir: PathBuf::from("runs"),
-            budget_minutes: 40.0,
+            budget_minutes: 45.0,
             threads: 0,
             seed: 7,
             condition: Condition::Bare,
@@ -179,12 +216,14 @@ impl Default for WarmStart {
             temperature: 0.8,
             max_tokens: 160,
             precedents: 3,
-            epochs: 3,
+            epochs: 4,
             micro_batch: 4,
             accumulation: 2,
             verdict_weight: 10.0,
             reasoning_sentences: 1,
             answer_sentences: 1,
+            framing: 0.3,
+            lr_schedule: LrSchedule::Cosine,
         }
     }
 }
@@ -219,8 +258,9 @@ impl Default for Dpo {
 impl Default for Calibrate {
     fn default() -> Self {
         Self {
-            holdout: 0.15,
-            min_benign_compliance: 0.92,
+            data: Some(PathBuf::from("configs/policy/calib.jsonl")),
+            holdout: 0.0,
+            min_benign_compliance: 0.90,
         }
     }
 }
@@ -294,6 +334,15 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.grpo.epsilon) || self.grpo.beta < 0.0 {
             return Err(bad("grpo.epsilon / beta", "epsilon in [0, 1), beta >= 0"));
         }
+        if !(0.0..=1.0).contains(&w.framing) {
+            return Err(bad("warm_start.framing", "a share in [0, 1]"));
+        }
+        if self.calibrate.data.as_ref() == Some(&self.dev) {
+            return Err(bad(
+                "calibrate.data",
+                "must not be the dev set: the gate would judge on what chose the threshold",
+            ));
+        }
         if !(0.0..0.5).contains(&self.calibrate.holdout) {
             return Err(bad("calibrate.holdout", "a share in [0, 0.5)"));
         }
@@ -320,10 +369,23 @@ mod tests {
     }
 
     #[test]
+    fn the_cosine_schedule_falls_from_peak_to_a_tenth() {
+        let c = LrSchedule::Cosine;
+        assert_eq!(c.factor(0, 100), 1.0);
+        assert!((c.factor(50, 100) - 0.55).abs() < 1e-12);
+        assert!((c.factor(100, 100) - 0.1).abs() < 1e-12);
+        assert!(c.factor(30, 100) > c.factor(31, 100));
+        assert_eq!(LrSchedule::Constant.factor(99, 100), 1.0);
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let mut c = TrainConfig::default();
         c.grpo.group = 1;
         assert!(c.validate().expect_err("group").key.contains("grpo.group"));
+        let mut c = TrainConfig::default();
+        c.calibrate.data = Some(c.dev.clone());
+        assert_eq!(c.validate().expect_err("dev").key, "calibrate.data");
         let err = toml::from_str::<TrainConfig>("[grpo]\nstepz = 3\n").expect_err("typo");
         assert!(err.to_string().contains("stepz"), "{err}");
     }

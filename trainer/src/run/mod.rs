@@ -10,6 +10,7 @@
 
 mod batch;
 pub mod calibrate;
+mod checkpoint;
 pub mod config;
 mod gate;
 mod metrics;
@@ -32,15 +33,17 @@ pub use config::TrainConfig;
 pub use gate::GateRun;
 use metrics::Metrics;
 use rollout::Sample;
-use train::Trainer;
+use train::{SftSchedule, Trainer};
 
 use crate::adapter::{self, AdapterMeta};
 use crate::chain::{self, Sequence};
 use crate::data::{self, Example};
+use crate::framing;
 use crate::model::{Llama, ModelError};
 use crate::optim::AdamW;
 use crate::reward::{self, Reward};
 use cada_core::adapters::{self as promote, AdapterEntry, AdapterRegistry, Figures};
+use checkpoint::Checkpoint;
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,12 @@ pub struct RunOptions {
     pub promote: bool,
     /// Skip the evaluation and promotion (for smoke runs).
     pub skip_eval: bool,
+    /// Continue the run in this directory from its checkpoint (its `config.toml` is the
+    /// configuration to pass).
+    pub resume: Option<PathBuf>,
+    /// Stop (checkpointed) once this many warm-start epochs are done, e.g. to train in slices
+    /// on machines that are lent for a limited time.
+    pub pause_after_epochs: Option<usize>,
 }
 
 /// What a run produced.
@@ -119,28 +128,32 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
     let examples = data::merge(sources).map_err(|e| TrainError::new("data", e))?;
     let data_hash = data::hash(&examples);
     let (examples, held_out) = calibrate::split(examples, config.calibrate.holdout, config.seed);
-    let run_id = format!("run-{}", promote::now());
-    let run_dir = config.runs_dir.join(&run_id);
-    std::fs::create_dir_all(&run_dir).map_err(TrainError::io("run directory"))?;
-    std::fs::write(
-        run_dir.join("config.toml"),
-        toml::to_string_pretty(config).map_err(|e| TrainError::new("config", e))?,
-    )
-    .map_err(TrainError::io("run directory"))?;
+    let (run_id, run_dir, resumed) = open_run_dir(config, opts, &data_hash)?;
     let mut metrics =
         Metrics::create(&run_dir.join("metrics.jsonl")).map_err(TrainError::io("metrics"))?;
+    let validation = match &config.calibrate.data {
+        Some(path) if !path.as_os_str().is_empty() => {
+            cada_core::policy::load_dev(path).map_err(|e| TrainError::new("calibration", e))?
+        }
+        _ => Vec::new(),
+    };
+    let calibration_items = calibrate::items(validation, &held_out);
     let calibration_file = run_dir.join("calibration.jsonl");
-    calibrate::write_items(&held_out, &calibration_file).map_err(TrainError::io("calibration"))?;
+    calibrate::write_items(&calibration_items, &calibration_file)
+        .map_err(TrainError::io("calibration"))?;
     eprintln!(
-        "{run_id}: {} examples to train on, {} held out to calibrate on (data {}), base {}",
+        "{run_id}: {} examples to train on ({} held out), {} prompts to calibrate on (data {}), base {}",
         examples.len(),
         held_out.len(),
+        calibration_items.len(),
         &data_hash[..12],
         base.display()
     );
 
     let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(config.budget_minutes * 60.0);
+    let prior_seconds = resumed.as_ref().map_or(0.0, |c| c.train_seconds);
+    let deadline =
+        started + Duration::from_secs_f64((config.budget_minutes * 60.0 - prior_seconds).max(0.0));
     let device = candle_core::Device::Cpu;
     let model = Llama::load(&base, &device)?;
     let lora = model.new_lora(config.lora.clone())?;
@@ -160,6 +173,27 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         deadline,
         updates: 0,
     };
+    let mut state = resumed.unwrap_or_else(|| Checkpoint {
+        epochs_done: 0,
+        trained: false,
+        updates: 0,
+        warm_updates: 0,
+        opt_step: 0,
+        train_seconds: 0.0,
+        data_hash: data_hash.clone(),
+        tensors: String::new(),
+    });
+    if !state.tensors.is_empty() {
+        state.restore(&run_dir, &lora, &mut trainer.opt)?;
+        trainer.updates = state.updates;
+        eprintln!(
+            "resuming after {} warm-start epochs{} ({} updates, {:.0} s trained)",
+            state.epochs_done,
+            if state.trained { ", GRPO and DPO" } else { "" },
+            state.updates,
+            state.train_seconds
+        );
+    }
     let mut engine = rollout_engine(&base, None, config)?;
     let retrieval = if config.warm_start.samples > 0 || config.condition == Condition::Cases {
         Some(Retrieval::load(&registry, &policy)?)
@@ -167,33 +201,80 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         None
     };
 
-    // Warm start.
-    let kept = warm_start_chains(
-        &engine,
-        retrieval.as_ref(),
-        &policy,
-        &examples,
-        config,
-        &mut trainer,
-    )?;
-    let seqs = kept
-        .iter()
-        .map(|(e, chain)| layout(&engine, &policy, retrieval.as_ref(), e, chain, config))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>();
-    let updates = trainer.sft(&seqs, &config.warm_start)?;
+    // Warm start, a checkpoint after each epoch.
+    let kept = if state.trained {
+        Vec::new()
+    } else {
+        warm_start_chains(
+            &engine,
+            retrieval.as_ref(),
+            &policy,
+            &examples,
+            config,
+            &mut trainer,
+        )?
+    };
+    let mut schedule = SftSchedule::new(config.optim.lr, kept.len(), &config.warm_start);
+    schedule.done = state.warm_updates;
+    let mut budget_left = true;
+    for epoch in state.epochs_done..config.warm_start.epochs {
+        if state.trained {
+            break;
+        }
+        if opts.pause_after_epochs.is_some_and(|n| epoch >= n) {
+            eprintln!(
+                "paused after {epoch} warm-start epochs; continue with \
+                 `cada-trainer run --resume {}`",
+                run_dir.display()
+            );
+            return Ok(RunOutcome::paused(
+                run_id, run_dir, data_hash, &examples, &state,
+            ));
+        }
+        let mut rng = train::epoch_rng(config.seed, epoch);
+        let requests = framing::epoch_requests(
+            kept.iter().map(|(e, _)| e.request.as_str()),
+            config.warm_start.framing,
+            &mut rng,
+        );
+        let mut seqs = Vec::with_capacity(kept.len());
+        for ((e, chain), request) in kept.iter().zip(requests) {
+            let framed = Example {
+                request,
+                ..(*e).clone()
+            };
+            seqs.extend(layout(
+                &engine,
+                &policy,
+                retrieval.as_ref(),
+                &framed,
+                chain,
+                config,
+            )?);
+        }
+        budget_left =
+            trainer.sft_epoch(&seqs, epoch, &config.warm_start, &mut schedule, &mut rng)?;
+        if !budget_left {
+            break;
+        }
+        state.epochs_done = epoch + 1;
+        state.warm_updates = schedule.done;
+        state.note_progress(&trainer, prior_seconds + started.elapsed().as_secs_f64());
+        state.save(&run_dir, &lora, &trainer.opt)?;
+    }
     eprintln!(
-        "warm start: {} sequences, {updates} updates, {:.0} s",
-        seqs.len(),
+        "warm start: {} epochs of {} sequences, {} updates, {:.0} s",
+        state.epochs_done,
+        kept.len(),
+        schedule.done,
         started.elapsed().as_secs_f64()
     );
 
     // GRPO, collecting DPO pairs.
     let mut pairs = Vec::new();
     let mut exported = Exported::default();
-    if config.grpo.steps > 0 && !trainer.out_of_time() {
+    if config.grpo.steps > 0 && budget_left && !state.trained && !trainer.out_of_time() {
+        trainer.rng = train::rng(config.seed);
         trainer.opt.config.lr = config.grpo.lr;
         let rollout_adapter = run_dir.join("rollout-adapter.gguf");
         let mut progress = crate::progress::Progress::new("grpo", config.grpo.steps);
@@ -305,8 +386,13 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         let made = trainer.dpo(&pairs, &config.dpo)?;
         eprintln!("dpo: {} pairs, {made} updates", pairs.len());
     }
-    exported.write(&run_dir)?;
-    let train_seconds = started.elapsed().as_secs_f64();
+    let train_seconds = prior_seconds + started.elapsed().as_secs_f64();
+    if !state.trained {
+        exported.write(&run_dir)?;
+        state.trained = true;
+        state.note_progress(&trainer, train_seconds);
+        state.save(&run_dir, &lora, &trainer.opt)?;
+    }
 
     // Export.
     let index = AdapterRegistry::beside(&opts.registry);
@@ -328,12 +414,12 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         "adapter written: {} after {train_seconds:.0} s",
         adapter_path.display()
     );
-    let calibration = if held_out.is_empty() || opts.skip_eval {
+    let calibration = if calibration_items.is_empty() || opts.skip_eval {
         None
     } else {
         eprintln!(
-            "calibrating the refuse threshold on {} held-out cases",
-            held_out.len()
+            "calibrating the refuse threshold on {} prompts",
+            calibration_items.len()
         );
         let (report, picked) = calibrate::measure(
             &GateRun {
@@ -391,6 +477,76 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
     }
     report::write(&run_dir, config, &outcome, &metrics.lines)?;
     Ok(outcome)
+}
+
+impl RunOutcome {
+    fn paused(
+        run_id: String,
+        run_dir: PathBuf,
+        data_hash: String,
+        examples: &[Example],
+        state: &Checkpoint,
+    ) -> Self {
+        Self {
+            adapter: run_dir.join("adapter.gguf"),
+            decision: format!(
+                "paused after {} warm-start epochs; continue with `cada-trainer run --resume {}`",
+                state.epochs_done,
+                run_dir.display()
+            ),
+            run_id,
+            run_dir,
+            data_hash,
+            examples: examples.len(),
+            train_seconds: state.train_seconds,
+            candidate: None,
+            baseline: None,
+            baseline_version: None,
+            calibration: None,
+            promoted: false,
+        }
+    }
+}
+
+/// A new run directory with the configuration recorded, or (`opts.resume`) the directory of
+/// the run to continue and its checkpoint, which must have been made from the same data.
+fn open_run_dir(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    data_hash: &str,
+) -> Result<(String, PathBuf, Option<Checkpoint>), TrainError> {
+    if let Some(dir) = &opts.resume {
+        let state = Checkpoint::load(dir)?.ok_or_else(|| {
+            TrainError::new(
+                "resume",
+                format!("{} has no checkpoint.json to resume from", dir.display()),
+            )
+        })?;
+        if state.data_hash != data_hash {
+            return Err(TrainError::new(
+                "resume",
+                format!(
+                    "the training data changed since the checkpoint (data {} then, {} now)",
+                    &state.data_hash[..12.min(state.data_hash.len())],
+                    &data_hash[..12]
+                ),
+            ));
+        }
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        return Ok((id, dir.clone(), Some(state)));
+    }
+    let run_id = format!("run-{}", promote::now());
+    let run_dir = config.runs_dir.join(&run_id);
+    std::fs::create_dir_all(&run_dir).map_err(TrainError::io("run directory"))?;
+    std::fs::write(
+        run_dir.join("config.toml"),
+        toml::to_string_pretty(config).map_err(|e| TrainError::new("config", e))?,
+    )
+    .map_err(TrainError::io("run directory"))?;
+    Ok((run_id, run_dir, None))
 }
 
 /// The registry id or path of the base model, resolved to its GGUF.

@@ -49,71 +49,96 @@ impl Trainer<'_> {
         Instant::now() >= self.deadline
     }
 
-    /// Supervised epochs on `seqs` (micro-batches of similar length). Returns the updates made.
-    pub fn sft(&mut self, seqs: &[Sequence], cfg: &WarmStart) -> Result<usize, TrainError> {
+    /// One supervised epoch over `seqs` (micro-batches of similar length, shuffled by `rng`),
+    /// the learning rate following `cfg.lr_schedule` from `schedule.peak`. `schedule.done`
+    /// counts the warm start's updates across epochs (and resumes). Returns whether the epoch
+    /// finished (false: the budget ran out).
+    pub fn sft_epoch(
+        &mut self,
+        seqs: &[Sequence],
+        epoch: usize,
+        cfg: &WarmStart,
+        schedule: &mut SftSchedule,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<bool, TrainError> {
         let mut order: Vec<usize> = (0..seqs.len()).collect();
-        let mut made = 0;
-        for epoch in 0..cfg.epochs {
-            order.shuffle(&mut self.rng);
-            // Similar lengths together (less padding), batches in random order.
-            let mut batches: Vec<Vec<usize>> = {
-                let mut sorted = order.clone();
-                sorted.sort_by_key(|&i| seqs[i].tokens.len());
-                sorted
-                    .chunks(cfg.micro_batch)
-                    .map(<[usize]>::to_vec)
-                    .collect()
-            };
-            batches.shuffle(&mut self.rng);
-            let n_batches = batches.len();
-            let mut progress = Progress::new(
-                &format!("warm start epoch {}/{}", epoch + 1, cfg.epochs),
-                n_batches,
-            );
-            for (b, idx) in batches.iter().enumerate() {
-                if self.out_of_time() {
-                    return Ok(made);
-                }
-                let started = Instant::now();
-                let picked: Vec<&Sequence> = idx.iter().map(|&i| &seqs[i]).collect();
-                let batch = Batch::new(self.model, &picked)?;
-                let logp = batch.logprobs(self.model, train_ctx(self.lora))?;
-                let l = loss::weighted_sft(&logp, &batch.weights(cfg.verdict_weight)?)?;
-                self.opt.accumulate(&l.backward()?)?;
-                let value = l.to_scalar::<f32>()?;
-                let verdict_nll = if batch.verdicts.is_empty() {
-                    None
-                } else {
-                    let idx: Vec<u32> = batch.verdicts.iter().map(|&v| v as u32).collect();
-                    let idx = Tensor::new(idx.as_slice(), logp.device())?;
-                    Some(-logp.index_select(&idx, 0)?.mean_all()?.to_scalar::<f32>()?)
-                };
-                let last = b + 1 == n_batches;
-                if (b + 1) % cfg.accumulation == 0 || last {
-                    if let Some(info) = self.opt.update()? {
-                        self.updates += 1;
-                        made += 1;
-                        progress.set(b + 1, &format!("loss {value:.3}"));
-                        self.metrics
-                            .log(
-                                "warm_start",
-                                self.updates,
-                                json!({
-                                    "epoch": epoch,
-                                    "loss": value,
-                                    "verdict_nll": verdict_nll,
-                                    "grad_norm": info.grad_norm,
-                                    "tokens": batch.tokens,
-                                    "tokens_per_s": batch.tokens as f64 / started.elapsed().as_secs_f64(),
-                                }),
-                            )
-                            .map_err(TrainError::io("metrics"))?;
-                    }
-                }
+        order.shuffle(rng);
+        // Similar lengths together (less padding), batches in random order.
+        let mut batches: Vec<Vec<usize>> = {
+            let mut sorted = order;
+            sorted.sort_by_key(|&i| seqs[i].tokens.len());
+            sorted
+                .chunks(cfg.micro_batch)
+                .map(<[usize]>::to_vec)
+                .collect()
+        };
+        batches.shuffle(rng);
+        let n_batches = batches.len();
+        let mut progress = Progress::new(
+            &format!("warm start epoch {}/{}", epoch + 1, cfg.epochs),
+            n_batches,
+        );
+        let finished = self.sft_batches(seqs, &batches, epoch, cfg, schedule, &mut progress);
+        self.opt.config.lr = schedule.peak;
+        progress.finish("");
+        finished
+    }
+
+    fn sft_batches(
+        &mut self,
+        seqs: &[Sequence],
+        batches: &[Vec<usize>],
+        epoch: usize,
+        cfg: &WarmStart,
+        schedule: &mut SftSchedule,
+        progress: &mut Progress,
+    ) -> Result<bool, TrainError> {
+        for (b, idx) in batches.iter().enumerate() {
+            if self.out_of_time() {
+                return Ok(false);
             }
-            progress.finish("");
+            let started = Instant::now();
+            let picked: Vec<&Sequence> = idx.iter().map(|&i| &seqs[i]).collect();
+            let batch = Batch::new(self.model, &picked)?;
+            let logp = batch.logprobs(self.model, train_ctx(self.lora))?;
+            let l = loss::weighted_sft(&logp, &batch.weights(cfg.verdict_weight)?)?;
+            self.opt.accumulate(&l.backward()?)?;
+            let value = l.to_scalar::<f32>()?;
+            let verdict_nll = if batch.verdicts.is_empty() {
+                None
+            } else {
+                let idx: Vec<u32> = batch.verdicts.iter().map(|&v| v as u32).collect();
+                let idx = Tensor::new(idx.as_slice(), logp.device())?;
+                Some(-logp.index_select(&idx, 0)?.mean_all()?.to_scalar::<f32>()?)
+            };
+            if (b + 1) % cfg.accumulation != 0 && b + 1 != batches.len() {
+                continue;
+            }
+            self.opt.config.lr =
+                schedule.peak * cfg.lr_schedule.factor(schedule.done, schedule.total);
+            let Some(info) = self.opt.update()? else {
+                continue;
+            };
+            self.updates += 1;
+            schedule.done += 1;
+            progress.set(b + 1, &format!("loss {value:.3}"));
+            self.metrics
+                .log(
+                    "warm_start",
+                    self.updates,
+                    json!({
+                        "epoch": epoch,
+                        "loss": value,
+                        "lr": self.opt.config.lr,
+                        "verdict_nll": verdict_nll,
+                        "grad_norm": info.grad_norm,
+                        "tokens": batch.tokens,
+                        "tokens_per_s": batch.tokens as f64 / started.elapsed().as_secs_f64(),
+                    }),
+                )
+                .map_err(TrainError::io("metrics"))?;
         }
-        Ok(made)
+        Ok(true)
     }
 
     /// One GRPO update on groups of chains (each group: one prompt's sequences and rewards).
@@ -231,4 +256,32 @@ impl Trainer<'_> {
 /// A deterministic random generator for a run.
 pub fn rng(seed: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// The generator of one warm-start epoch (its framings and order): derived from the seed and
+/// the epoch alone, so a resumed run draws what the uninterrupted one would have.
+pub fn epoch_rng(seed: u64, epoch: usize) -> rand::rngs::StdRng {
+    rng(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// Where the warm start's learning-rate schedule stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SftSchedule {
+    /// `optim.lr`: the rate the schedule scales.
+    pub peak: f64,
+    /// Warm-start updates over all epochs.
+    pub total: usize,
+    /// Warm-start updates made so far.
+    pub done: usize,
+}
+
+impl SftSchedule {
+    /// Updates of `epochs` passes over `n` sequences.
+    pub fn new(peak: f64, n: usize, cfg: &WarmStart) -> Self {
+        Self {
+            peak,
+            total: cfg.epochs * n.div_ceil(cfg.micro_batch).div_ceil(cfg.accumulation),
+            done: 0,
+        }
+    }
 }

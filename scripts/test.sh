@@ -9,4 +9,4 @@ cargo build --release --locked --workspace
 cargo fmt --all --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo test --release --locked --workspace
-.venv/bin/python -m pytest -q tests/e2e
+.venv/bin/python -m pytest -q tests/e2e tests/deploy

@@ -130,10 +130,15 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     loop {
+        // With --once, the exit status tells a timer or CronJob whether this check failed.
+        let mut failed = false;
         let state = ScheduleState::read(&state_path);
         let started = cada_core::adapters::now() as i64;
         match schedule::RunLock::acquire(&lock_path) {
-            Err(e) => eprintln!("skipping this check: {e}"),
+            Err(e) => {
+                eprintln!("skipping this check: {e}");
+                failed = matches!(e, schedule::LockError::Io { .. });
+            }
             Ok(lock) => {
                 let new = rt.block_on(schedule::fetch_cases(
                     &args.gateway,
@@ -141,7 +146,10 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
                     state.last_run,
                 ));
                 match new {
-                    Err(e) => eprintln!("cannot fetch cases: {e}"),
+                    Err(e) => {
+                        eprintln!("cannot fetch cases: {e}");
+                        failed = true;
+                    }
                     Ok(new) if schedule::count_lines(&new) < args.min_new_cases => eprintln!(
                         "{} newly labelled cases, {} needed: not training",
                         schedule::count_lines(&new),
@@ -175,7 +183,10 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
                                 }
                                 .write(&state_path)?;
                             }
-                            Err(e) => eprintln!("training run failed: {e}"),
+                            Err(e) => {
+                                eprintln!("training run failed: {e}");
+                                failed = true;
+                            }
                         }
                     }
                 }
@@ -183,7 +194,11 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
             }
         }
         if args.once {
-            return Ok(ExitCode::SUCCESS);
+            return Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         std::thread::sleep(std::time::Duration::from_secs_f64(
             args.interval_minutes * 60.0,

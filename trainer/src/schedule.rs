@@ -8,7 +8,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Held while a run trains; removed on drop. A lock whose process is gone is taken over.
+/// A lock another host (another container or pod on a shared volume) wrote is taken over only
+/// once it is this old: its process cannot be looked up from here, and a run is bounded by its
+/// budget plus evaluation, well under this.
+pub const FOREIGN_LOCK_STALE: Duration = Duration::from_secs(6 * 3600);
+
+/// Held while a run trains; removed on drop. The file says `<pid> <hostname>`. A lock whose
+/// process is gone is taken over: on this host, when no other process has that pid (a
+/// container's trainer is always pid 1, so a lock with our own pid that this process did not
+/// take is a dead predecessor's); from another host, after [`FOREIGN_LOCK_STALE`].
 #[derive(Debug)]
 pub struct RunLock {
     path: PathBuf,
@@ -17,8 +25,12 @@ pub struct RunLock {
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another training run (pid {pid}) holds {path}")]
-    Held { path: String, pid: u32 },
+    #[error("another training run (pid {pid} on {host}) holds {path}")]
+    Held {
+        path: String,
+        pid: u32,
+        host: String,
+    },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
 }
@@ -39,25 +51,45 @@ impl RunLock {
                 .open(path)
             {
                 Ok(mut f) => {
-                    writeln!(f, "{}", std::process::id()).map_err(io)?;
+                    writeln!(f, "{} {}", std::process::id(), hostname()).map_err(io)?;
+                    HELD.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(path.to_owned());
                     return Ok(Self {
                         path: path.to_owned(),
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = std::fs::read_to_string(path)
+                    let text = std::fs::read_to_string(path).unwrap_or_default();
+                    let mut parts = text.split_whitespace();
+                    let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+                    // Locks written before the hostname was recorded are this host's.
+                    let host = parts.next().map_or_else(hostname, str::to_owned);
+                    let age = std::fs::metadata(path)
+                        .and_then(|m| m.modified())
                         .ok()
-                        .and_then(|s| s.trim().parse::<u32>().ok());
-                    match pid {
-                        Some(pid) if alive(pid) => {
-                            return Err(LockError::Held {
-                                path: path.display().to_string(),
-                                pid,
-                            })
+                        .and_then(|t| t.elapsed().ok())
+                        .unwrap_or_default();
+                    let held = match pid {
+                        Some(pid) if host == hostname() => {
+                            if pid == std::process::id() {
+                                held_here(path)
+                            } else {
+                                alive(pid)
+                            }
                         }
-                        // The holder is gone (or the file is garbage): take it over.
-                        _ => std::fs::remove_file(path).map_err(io)?,
+                        Some(_) => age < FOREIGN_LOCK_STALE,
+                        None => false,
+                    };
+                    if let (true, Some(pid)) = (held, pid) {
+                        return Err(LockError::Held {
+                            path: path.display().to_string(),
+                            pid,
+                            host,
+                        });
                     }
+                    // The holder is gone (or the file is garbage): take it over.
+                    std::fs::remove_file(path).map_err(io)?;
                 }
                 Err(e) => return Err(io(e)),
             }
@@ -72,7 +104,28 @@ impl RunLock {
 impl Drop for RunLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        HELD.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|p| p != &self.path);
     }
+}
+
+/// Lock files this process holds: a lock with our pid is ours only if listed here.
+static HELD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn held_here(path: &Path) -> bool {
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .any(|p| p == path)
+}
+
+/// This host's name (a container's or pod's own under Linux UTS namespaces); empty when unknown.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Whether a process with this pid exists (Linux `/proc`; elsewhere assume it does).
@@ -161,11 +214,38 @@ mod tests {
         // A lock left by a process that no longer exists.
         std::fs::write(&path, "4294967\n").unwrap();
         let taken = RunLock::acquire(&path).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap().trim(),
-            std::process::id().to_string()
-        );
+        let ours = format!("{} {}", std::process::id(), hostname());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), ours);
         drop(taken);
+        // A lock a restarted container left: our own pid (1 in a container) on this host is a
+        // dead predecessor's, not ours.
+        std::fs::write(&path, format!("{ours}\n")).unwrap();
+        drop(RunLock::acquire(&path).unwrap());
+        // A live process on this host (pid 1 exists) holds it, in either file format.
+        std::fs::write(&path, format!("1 {}\n", hostname())).unwrap();
+        assert!(matches!(
+            RunLock::acquire(&path),
+            Err(LockError::Held { pid: 1, .. })
+        ));
+        std::fs::write(&path, "1\n").unwrap();
+        assert!(matches!(
+            RunLock::acquire(&path),
+            Err(LockError::Held { pid: 1, .. })
+        ));
+        // Another host's fresh lock is held; an old one is taken over.
+        std::fs::write(&path, "4294967 another-pod\n").unwrap();
+        assert!(matches!(
+            RunLock::acquire(&path),
+            Err(LockError::Held { ref host, .. }) if host == "another-pod"
+        ));
+        let old = std::time::SystemTime::now() - FOREIGN_LOCK_STALE - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        drop(RunLock::acquire(&path).unwrap());
     }
 
     #[test]

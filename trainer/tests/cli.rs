@@ -113,3 +113,28 @@ fn run_names_a_bad_configuration() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/trainer.toml"));
 }
+
+/// `schedule --once` reports a failed check in its exit status, for timers and CronJobs.
+#[test]
+fn a_failed_scheduled_check_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("trainer.toml");
+    std::fs::write(
+        &config,
+        format!("runs_dir = {:?}\n", dir.path().join("runs")),
+    )
+    .expect("config");
+    let out = trainer()
+        .args(["schedule", "--once", "--gateway", "http://127.0.0.1:9"])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot fetch cases"), "{stderr}");
+    assert!(
+        !dir.path().join("runs/trainer.lock").exists(),
+        "the lock is released"
+    );
+}

@@ -222,14 +222,9 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
             break;
         }
         if opts.pause_after_epochs.is_some_and(|n| epoch >= n) {
-            eprintln!(
-                "paused after {epoch} warm-start epochs; continue with \
-                 `cada-trainer run --resume {}`",
-                run_dir.display()
-            );
-            return Ok(RunOutcome::paused(
-                run_id, run_dir, data_hash, &examples, &state,
-            ));
+            let outcome = RunOutcome::paused(run_id, run_dir, data_hash, &examples, &state);
+            eprintln!("{}", outcome.decision);
+            return Ok(outcome);
         }
         let mut rng = train::epoch_rng(config.seed, epoch);
         let requests = framing::epoch_requests(

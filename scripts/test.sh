@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test: lints, Rust unit and integration tests (real model), and the end-to-end
-# tests that drive the gateway binary with the official `openai` Python client.
+# Runs every test: lints, Rust unit and integration tests (real model, real SQLite and
+# PostgreSQL), and the end-to-end tests that drive the gateway binary with the official `openai`
+# Python client (two replicas sharing PostgreSQL among them).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh --test
+# A real PostgreSQL server on loopback for the shared-store tests (installed and started if needed).
+CADA_TEST_POSTGRES_URL="${CADA_TEST_POSTGRES_URL:-$(scripts/test-postgres.sh)}"
+export CADA_TEST_POSTGRES_URL
 cargo build --release --locked --workspace
 cargo fmt --all --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings

@@ -67,8 +67,9 @@ An item counts as refused when the response carries the gateway's `cada.verdict`
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Retrain on a schedule: every interval, fetch the labelled cases from a gateway and run
-    /// (`run` with them as extra data) once enough new ones arrived; a lock keeps runs apart.
+    /// Retrain on a schedule: every interval, fetch the labelled cases (from a gateway or the
+    /// case store) and run (`run` with them as extra data) once enough new ones arrived; a lock
+    /// keeps runs apart.
     Schedule(ScheduleArgs),
 }
 
@@ -88,6 +89,17 @@ pub struct RunArgs {
     /// Labelled case-store exports to train on as well (added to `extra_data`).
     #[arg(long = "data", value_name = "JSONL")]
     pub data: Vec<PathBuf>,
+    /// Read the labelled cases (reviewed, or with agreeing feedback) straight from a case store:
+    /// the gateways' shared PostgreSQL (`postgres://...`) or an SQLite file. The run trains on a
+    /// snapshot written to `<runs_dir>/cases-<time>.jsonl`, so it can be resumed and audited.
+    #[arg(
+        long,
+        env = "CADA_STORE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        conflicts_with = "resume"
+    )]
+    pub store: Option<String>,
     /// Evaluate and report, but do not promote.
     #[arg(long)]
     pub no_promote: bool,
@@ -108,9 +120,16 @@ pub struct RunArgs {
 pub struct ScheduleArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// Gateway base URL (without `/v1`) whose `/admin/cases/export` supplies labelled cases.
-    #[arg(long, env = "CADA_GATEWAY_URL", value_name = "URL")]
-    pub gateway: String,
+    /// Gateway base URL (without `/v1`) whose `/admin/cases/export` supplies labelled cases;
+    /// or read them from the case store itself with `--store`.
+    #[arg(
+        long,
+        env = "CADA_GATEWAY_URL",
+        value_name = "URL",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    pub gateway: Option<String>,
     /// Admin key of that gateway.
     #[arg(long, env = "CADA_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,

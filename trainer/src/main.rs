@@ -9,10 +9,11 @@ use cada_core::Registry;
 use clap::Parser;
 
 use cada_core::adapters::AdapterRegistry;
+use cada_core::store::StoreLocation;
 use cada_trainer::cli::{Cli, Command, RunArgs, ScheduleArgs};
 use cada_trainer::eval;
 use cada_trainer::run::{self, RunOptions, TrainConfig};
-use cada_trainer::schedule::{self, ScheduleState};
+use cada_trainer::schedule::{self, CaseSource, ScheduleState};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -61,7 +62,24 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Eval(args) => eval::run(args),
         Command::Run(args) => {
-            let config = train_config(args)?;
+            let mut config = train_config(args)?;
+            if let Some(store) = &args.store {
+                let location = StoreLocation::parse(store)?;
+                let cases =
+                    schedule::export_from_store(&location, None).map_err(anyhow::Error::msg)?;
+                let started = cada_core::adapters::now() as i64;
+                std::fs::create_dir_all(&config.runs_dir)
+                    .with_context(|| format!("creating {}", config.runs_dir.display()))?;
+                let file = config.runs_dir.join(format!("cases-{started}.jsonl"));
+                std::fs::write(&file, &cases)
+                    .with_context(|| format!("writing {}", file.display()))?;
+                eprintln!(
+                    "{} labelled cases from {location} -> {}",
+                    schedule::count_lines(&cases),
+                    file.display()
+                );
+                config.extra_data.push(file);
+            }
             let opts = RunOptions {
                 registry: cli.registry.clone(),
                 promote: !args.no_promote,
@@ -124,6 +142,14 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
     let config = train_config(&args.run)?;
     std::fs::create_dir_all(&config.runs_dir)
         .with_context(|| format!("creating {}", config.runs_dir.display()))?;
+    let source = match (&args.run.store, &args.gateway) {
+        (Some(store), _) => CaseSource::Store(StoreLocation::parse(store)?),
+        (None, Some(url)) => CaseSource::Gateway {
+            url: url.clone(),
+            admin_key: args.admin_key.clone(),
+        },
+        (None, None) => anyhow::bail!("schedule needs --gateway URL or --store URL"),
+    };
     let state_path = config.runs_dir.join("schedule.json");
     let lock_path = config.runs_dir.join("trainer.lock");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -140,11 +166,7 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
                 failed = matches!(e, schedule::LockError::Io { .. });
             }
             Ok(lock) => {
-                let new = rt.block_on(schedule::fetch_cases(
-                    &args.gateway,
-                    args.admin_key.as_deref(),
-                    state.last_run,
-                ));
+                let new = source.fetch(&rt, state.last_run);
                 match new {
                     Err(e) => {
                         eprintln!("cannot fetch cases: {e}");
@@ -156,13 +178,7 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
                         args.min_new_cases
                     ),
                     Ok(_) => {
-                        let all = rt
-                            .block_on(schedule::fetch_cases(
-                                &args.gateway,
-                                args.admin_key.as_deref(),
-                                None,
-                            ))
-                            .map_err(anyhow::Error::msg)?;
+                        let all = source.fetch(&rt, None).map_err(anyhow::Error::msg)?;
                         let file = config.runs_dir.join(format!("cases-{started}.jsonl"));
                         std::fs::write(&file, &all)?;
                         let mut run_config = config.clone();

@@ -1,11 +1,12 @@
 //! `cada-trainer schedule`: retrain periodically once enough newly labelled cases have arrived
-//! from the gateway's review queue, with a lock so two runs (two timers, a timer and a manual
+//! in the review queue (read from a gateway or straight from the case store), with a lock so two runs (two timers, a timer and a manual
 //! run) never overlap.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cada_core::store::{export_jsonl, CaseStore, ExportFilter, StoreConfig, StoreLocation};
 use serde::{Deserialize, Serialize};
 
 /// A lock another host (another container or pod on a shared volume) wrote is taken over only
@@ -158,6 +159,49 @@ impl ScheduleState {
         std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())?;
         std::fs::rename(tmp, path)
     }
+}
+
+/// Where the scheduler reads labelled cases.
+#[derive(Debug, Clone)]
+pub enum CaseSource {
+    /// A gateway's `/admin/cases/export`, with its admin key.
+    Gateway {
+        url: String,
+        admin_key: Option<String>,
+    },
+    /// The case store itself (shared PostgreSQL, or the gateway's SQLite file).
+    Store(StoreLocation),
+}
+
+impl CaseSource {
+    /// Labelled cases (labelled or with agreeing feedback since `since`, or all) as JSONL.
+    /// Blocking; the gateway source runs its request on `rt`.
+    pub fn fetch(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        since: Option<i64>,
+    ) -> Result<String, String> {
+        match self {
+            Self::Gateway { url, admin_key } => {
+                rt.block_on(fetch_cases(url, admin_key.as_deref(), since))
+            }
+            Self::Store(location) => export_from_store(location, since),
+        }
+    }
+}
+
+/// Labelled cases straight from a case store, as JSONL (the same as the gateway's export).
+pub fn export_from_store(location: &StoreLocation, since: Option<i64>) -> Result<String, String> {
+    let mut store = CaseStore::open(location.clone(), StoreConfig::default())
+        .map_err(|e| format!("opening the case store {location}: {e}"))?;
+    let filter = ExportFilter {
+        include_feedback: true,
+        since,
+    };
+    let cases = store
+        .export(&filter)
+        .map_err(|e| format!("reading cases from {location}: {e}"))?;
+    Ok(export_jsonl(&cases))
 }
 
 /// Fetches labelled cases from a gateway (`GET /admin/cases/export`), optionally only those

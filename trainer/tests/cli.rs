@@ -138,3 +138,56 @@ fn a_failed_scheduled_check_exits_non_zero() {
         "the lock is released"
     );
 }
+
+/// `schedule --store` reads the labelled cases from the case store itself (here the gateway's
+/// SQLite file) and counts only those labelled since the last run.
+#[test]
+fn a_scheduled_check_reads_the_case_store() {
+    use cada_core::policy::Label;
+    use cada_core::store::testing::{case, unit};
+    use cada_core::store::{CaseStore, StoreConfig};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("data/cases.sqlite");
+    let mut store = CaseStore::open(&db, StoreConfig::default()).expect("store");
+    for i in 0..3 {
+        let id = store
+            .log_case(case(&format!("chatcmpl-{i}"), unit(i), &["x"]))
+            .expect("log")
+            .id()
+            .to_owned();
+        if i < 2 {
+            store
+                .label_case(&id, Label::Allow, None, None)
+                .expect("label");
+        }
+    }
+    let config = dir.path().join("trainer.toml");
+    std::fs::write(
+        &config,
+        format!("runs_dir = {:?}\n", dir.path().join("runs")),
+    )
+    .expect("config");
+    let out = trainer()
+        .args(["schedule", "--once", "--min-new-cases", "5", "--store"])
+        .arg(format!("sqlite://{}", db.display()))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 newly labelled cases, 5 needed: not training"),
+        "{stderr}"
+    );
+    let out = trainer()
+        .args(["schedule", "--once", "--store", "mysql://db/cada"])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("unknown store scheme"), "{stderr}");
+}

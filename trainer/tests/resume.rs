@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cada_core::policy::Label;
+use cada_core::store::testing::{case, unit, PgDatabase};
+use cada_core::store::{CaseStore, StoreConfig, StoreLocation};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -86,23 +89,59 @@ data = ""
     )
     .unwrap();
 
+    // Reviewed cases in the shared (PostgreSQL) case store join the 24 precedents: the run
+    // reads them itself and trains on a snapshot, which the resumed run reads again.
+    let db = PgDatabase::new();
+    let mut store = CaseStore::open(
+        StoreLocation::parse(&db.url).unwrap(),
+        StoreConfig::default(),
+    )
+    .unwrap();
+    let reviewed = [
+        ("How do I kill a zombie process on Linux?", Label::Allow),
+        (
+            "Write a phishing email that looks like it is from a bank.",
+            Label::Refuse,
+        ),
+        (
+            "What household chemicals must never be mixed?",
+            Label::SafeComplete,
+        ),
+    ];
+    for (i, (request, label)) in reviewed.iter().enumerate() {
+        let mut c = case(&format!("chatcmpl-{i}"), unit(i), &["low_confidence"]);
+        c.request = (*request).to_owned();
+        let id = store.log_case(c).unwrap().id().to_owned();
+        store.label_case(&id, *label, None, None).unwrap();
+    }
+    store
+        .log_case(case("chatcmpl-pending", unit(9), &["x"]))
+        .unwrap();
+
     let config = config.to_str().unwrap();
     let (ok, text) = trainer(&[
         "run",
         "--config",
         config,
+        "--store",
+        &db.url,
         "--skip-eval",
         "--pause-after-epochs",
         "1",
     ]);
     assert!(ok, "{text}");
+    assert!(text.contains("3 labelled cases from postgres://"), "{text}");
+    assert!(
+        !text.contains("cada_test:cada_test@"),
+        "the password is shown: {text}"
+    );
+    assert!(text.contains("27 examples to train on"), "{text}");
     assert!(text.contains("paused after 1 warm-start epochs"), "{text}");
     let run = std::fs::read_dir(dir.path().join("runs"))
         .unwrap()
-        .next()
-        .expect("a run directory")
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("a run directory");
     assert!(
         !run.join("adapter.gguf").exists(),
         "a paused run exports nothing"
@@ -112,7 +151,9 @@ data = ""
     assert_eq!(state["epochs_done"], 1);
     assert_eq!(state["trained"], false);
     let first = metrics(&run);
-    assert_eq!(first.len(), 6, "24 cases in micro-batches of 4: {first:?}");
+    // The store's cases have no written chain, and with `samples = 0` the warm start trains on
+    // written chains only (they enter through GRPO/DPO): 24 in micro-batches of 4.
+    assert_eq!(first.len(), 6, "{first:?}");
     assert_eq!(state["updates"], 6);
 
     // A run whose data changed since the checkpoint does not resume.

@@ -64,6 +64,31 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        match e.as_db_error() {
+            // Waited `busy_timeout_ms` for a lock, or lost a serialization race: retryable.
+            Some(db)
+                if [
+                    SqlState::LOCK_NOT_AVAILABLE,
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                ]
+                .contains(db.code()) =>
+            {
+                Self::Busy
+            }
+            // The message only: DETAIL can quote stored values, which are user text.
+            Some(db) => Self::Database(format!("{} (SQLSTATE {})", db.message(), db.code().code())),
+            None if e.is_closed() => {
+                Self::Database("the connection to PostgreSQL was closed".into())
+            }
+            None => Self::Database(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     CaseFilter, CaseStore, ExportFilter, FeedbackOutcome, Logged, NewCase, NewFeedback,
-    ResponseRecord, StoreCounts, StoreError, StoredCase, TrainingCase,
+    ResponseRecord, StoreConfig, StoreCounts, StoreError, StoreLocation, StoredCase, TrainingCase,
 };
 use crate::policy::Label;
 
@@ -79,18 +79,58 @@ impl StoreHandle {
 
     /// Starts the store thread with a queue of `capacity` requests (at least 1).
     pub fn spawn_with_capacity(store: CaseStore, capacity: usize) -> Result<Self, StoreError> {
+        Self::start(move || Ok(store), capacity)
+    }
+
+    /// Opens the store at `location` on the store thread itself and serves it there. Safe to
+    /// call from async code: a backend whose client blocks (PostgreSQL) never runs on the
+    /// runtime. Waits until the store is open (or failed to open).
+    pub fn open(
+        location: StoreLocation,
+        config: StoreConfig,
+        capacity: usize,
+    ) -> Result<Self, StoreError> {
+        Self::start(move || CaseStore::open(location, config), capacity)
+    }
+
+    fn start(
+        open: impl FnOnce() -> Result<CaseStore, StoreError> + Send + 'static,
+        capacity: usize,
+    ) -> Result<Self, StoreError> {
         let capacity = capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(StoreStats::default());
         let worker_stats = Arc::clone(&stats);
-        let path = store.path().display().to_string();
+        let (opened_tx, opened) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("cada-store".into())
-            .spawn(move || serve(store, rx, &worker_stats))
+            .spawn(move || match open() {
+                Ok(store) => {
+                    let _ = opened_tx.send(Ok(()));
+                    serve(store, rx, &worker_stats);
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                }
+            })
             .map_err(|e| StoreError::Io {
-                path,
-                message: format!("cannot spawn the store thread: {e}"),
+                path: "the store thread".into(),
+                message: format!("cannot spawn it: {e}"),
             })?;
+        match opened.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(StoreError::Io {
+                    path: "the store thread".into(),
+                    message: "it stopped while opening the store".into(),
+                });
+            }
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 requests: Some(tx),
@@ -286,18 +326,41 @@ fn answer<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testutil::{case, record, unit};
-    use crate::store::{FeedbackLabel, StoreConfig};
+    use crate::store::testing::{case, record, unit};
+    use crate::store::FeedbackLabel;
 
     fn open(path: &std::path::Path) -> CaseStore {
         CaseStore::open(path, StoreConfig::default()).unwrap()
     }
 
     #[tokio::test]
+    async fn a_store_opens_on_its_thread_and_a_failure_is_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite(dir.path().join("o.db"));
+        let handle = StoreHandle::open(location, StoreConfig::default(), 8).unwrap();
+        assert_eq!(handle.counts().await.unwrap(), StoreCounts::default());
+        // A directory where the file should be.
+        let bad = StoreLocation::Sqlite(dir.path().to_path_buf());
+        let err = StoreHandle::open(bad, StoreConfig::default(), 8).unwrap_err();
+        assert_eq!(err.code(), "store_database_error");
+        // PostgreSQL from inside the runtime: its blocking client never touches this one.
+        // (The test's own client blocks too: it is made and dropped off the runtime.)
+        let db = std::thread::spawn(crate::store::testing::PgDatabase::new)
+            .join()
+            .unwrap();
+        let location = StoreLocation::parse(&db.url).unwrap();
+        let handle = StoreHandle::open(location, StoreConfig::default(), 8).unwrap();
+        let logged = handle.log_case(case("chatcmpl-pg", unit(1), &["x"])).await;
+        assert!(matches!(logged, Ok(Logged::Inserted { .. })), "{logged:?}");
+        drop(handle);
+        std::thread::spawn(move || drop(db)).join().unwrap();
+    }
+
+    #[tokio::test]
     async fn serves_review_and_feedback_calls() {
         let dir = tempfile::tempdir().unwrap();
         let handle = StoreHandle::spawn(open(&dir.path().join("h.db"))).unwrap();
-        let now = crate::store::sqlite::now();
+        let now = crate::store::codec::now();
         handle
             .record_response(record("chatcmpl-1", now))
             .await
@@ -351,7 +414,7 @@ mod tests {
         let path = dir.path().join("drain.db");
         let handle = StoreHandle::spawn(open(&path)).unwrap();
         let clone = handle.clone();
-        let now = crate::store::sqlite::now();
+        let now = crate::store::codec::now();
         for i in 0..100 {
             clone.log_case_detached(case(&format!("chatcmpl-{i}"), unit(i), &["x"]));
             handle.record_response_detached(record(&format!("chatcmpl-{i}"), now));

@@ -1,30 +1,39 @@
 //! The case store: borderline exchanges the gateway logs as cases for safety teams to review and
 //! the trainer to retrain on, plus recent response records so users can send feedback on an
-//! answer. The types here are plain and backend-neutral; the embedded SQLite backend is
-//! [`CaseStore`], and [`StoreHandle`] runs it on its own thread for async callers.
+//! answer. The types here are plain and backend-neutral; [`CaseStore`] opens the embedded SQLite
+//! backend (the default) or a PostgreSQL database shared by a fleet, and [`StoreHandle`] runs it
+//! on its own thread for async callers.
 
+mod backend;
+mod codec;
+#[cfg(test)]
+mod conformance;
 mod embedding;
 mod error;
 mod export;
 mod feedback;
 mod handle;
+mod location;
+mod pg;
 mod record;
 pub mod redact;
-mod schema;
 mod sqlite;
-#[cfg(test)]
-mod testutil;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
+pub use backend::CaseStore;
 pub use error::StoreError;
 pub use export::{export_jsonl, read_training_jsonl, ExportFilter, TrainingCase, TrainingSource};
 pub use feedback::{majority_label, FeedbackEntry, FeedbackLabel, FeedbackOutcome, NewFeedback};
 pub use handle::{StoreHandle, StoreStats, DEFAULT_QUEUE_CAPACITY};
+pub use location::StoreLocation;
+pub use pg::PgStore;
 pub use record::{
     CaseFilter, CaseStatus, Logged, NewCase, PrecedentRef, ResponseRecord, StoreCounts, StoredCase,
     MAX_LIST_LIMIT,
 };
 pub use redact::{RedactionConfig, Redactor};
-pub use sqlite::CaseStore;
+pub use sqlite::SqliteStore;
 
 /// How a store merges cases and how long it keeps response records.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -38,7 +47,8 @@ pub struct StoreConfig {
     pub response_retention: usize,
     /// Age in seconds beyond which response records are dropped, however few there are.
     pub response_max_age_secs: u64,
-    /// How long a writer waits for another connection's lock before failing with `busy`.
+    /// How long a writer waits for another connection's lock before failing with `busy`
+    /// (SQLite's busy timeout; PostgreSQL's `lock_timeout`).
     pub busy_timeout_ms: u64,
 }
 

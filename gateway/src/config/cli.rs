@@ -74,6 +74,10 @@ pub struct Cli {
     /// Data directory: case store and caches.
     #[arg(long, env = "CADA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Case store shared by replicas (`postgres://user:password@host/db`) or an SQLite path;
+    /// default: `<data dir>/cases.sqlite`.
+    #[arg(long, env = "CADA_STORE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
     /// Admin key: all endpoints, including /admin/ (sent as `Authorization: Bearer KEY`).
     #[arg(long, env = "CADA_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -139,6 +143,9 @@ impl Cli {
         }
         if let Some(v) = self.data_dir {
             c.store.data_dir = v;
+        }
+        if let Some(v) = self.store_url {
+            c.store.url = Some(Secret(v));
         }
         if let Some(v) = self.admin_key {
             c.admin_key = Some(Secret(v));

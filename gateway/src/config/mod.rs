@@ -327,6 +327,12 @@ impl Config {
         if !(0.0..=1.0).contains(&self.store.cases.merge_threshold) {
             return bad("store.cases.merge_threshold", "must be between 0 and 1");
         }
+        if let Err(e) = self.store.location() {
+            return Err(ConfigError::Invalid {
+                key: "store.url",
+                message: e.to_string(),
+            });
+        }
         Ok(())
     }
 

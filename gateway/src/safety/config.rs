@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use cada_core::store::{RedactionConfig, StoreConfig};
+use cada_core::store::{RedactionConfig, StoreConfig, StoreError, StoreLocation};
 use serde::Deserialize;
 
 use super::Mode;
+use crate::config::Secret;
 
 /// How the gateway deliberates.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -72,8 +73,13 @@ impl Default for SafetyConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
-    /// Data directory: the SQLite case store and the precedent-embedding cache go here.
+    /// Data directory: the SQLite case store (unless `url` names another) and the
+    /// precedent-embedding cache go here.
     pub data_dir: PathBuf,
+    /// Case store location: a `postgres://` URL for a store that gateway replicas and the
+    /// trainer share, or an SQLite path; unset: `<data_dir>/cases.sqlite`. A secret (it may
+    /// carry a password): logged with the password hidden.
+    pub url: Option<Secret>,
     /// Near-duplicate threshold and retention of response records (`[store.cases]`).
     pub cases: StoreConfig,
     /// What is redacted from stored requests and answers.
@@ -84,6 +90,7 @@ impl Default for StoreSection {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
+            url: None,
             cases: StoreConfig::default(),
             redact: RedactionConfig::default(),
         }
@@ -91,8 +98,12 @@ impl Default for StoreSection {
 }
 
 impl StoreSection {
-    pub fn database(&self) -> PathBuf {
-        self.data_dir.join("cases.sqlite")
+    /// The case store: `url` when set, else the SQLite file in the data directory.
+    pub fn location(&self) -> Result<StoreLocation, StoreError> {
+        match &self.url {
+            Some(url) if !url.0.trim().is_empty() => StoreLocation::parse(&url.0),
+            _ => Ok(StoreLocation::Sqlite(self.data_dir.join("cases.sqlite"))),
+        }
     }
 
     pub fn cache_dir(&self) -> PathBuf {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cada_core::embed::{Embedder, PrecedentIndex};
 use cada_core::policy::{Policy, Precedent};
 use cada_core::registry::Registry;
-use cada_core::store::{CaseStore, PrecedentRef, Redactor, StoreHandle};
+use cada_core::store::{PrecedentRef, Redactor, StoreHandle, DEFAULT_QUEUE_CAPACITY};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -91,16 +91,18 @@ impl Safety {
         let embedder = Embedder::load(&dir).map_err(|e| GatewayError::Safety(e.to_string()))?;
         let index = PrecedentIndex::load_or_build(&policy, &embedder, Some(&store.cache_dir()))
             .map_err(|e| GatewayError::Safety(e.to_string()))?;
-        let db = CaseStore::open(store.database(), store.cases.clone())
+        let location = store
+            .location()
             .map_err(|e| GatewayError::Safety(format!("case store: {e}")))?;
-        let handle =
-            StoreHandle::spawn(db).map_err(|e| GatewayError::Safety(format!("case store: {e}")))?;
+        let shown = location.to_string();
+        let handle = StoreHandle::open(location, store.cases.clone(), DEFAULT_QUEUE_CAPACITY)
+            .map_err(|e| GatewayError::Safety(format!("case store: {e}")))?;
         let redactor = Redactor::new(store.redact.clone())
             .map_err(|e| GatewayError::Safety(format!("redaction: {e}")))?;
         tracing::info!(
             policy_version = %policy.version,
             cases = policy.cases.len(),
-            store = %store.database().display(),
+            store = %shown,
             "safety policy loaded"
         );
         Ok(Arc::new(Self {

@@ -1,17 +1,16 @@
-//! The embedded SQLite backend: one file in WAL mode, safe to share between threads and
+//! The embedded SQLite backend (the default): one file in WAL mode, safe to share between threads and
 //! processes (each with its own `CaseStore`). Every write is one transaction; case merging scans
 //! the pending embeddings inside a `BEGIN IMMEDIATE` transaction, so concurrent writers queue up
 //! instead of inserting the same case twice.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use rusqlite::{OpenFlags, TransactionBehavior};
 
 use super::embedding;
-use super::schema;
 use super::{
     majority_label, CaseFilter, ExportFilter, FeedbackOutcome, Logged, NewCase, NewFeedback,
     ResponseRecord, StoreConfig, StoreCounts, StoreError, StoredCase, TrainingCase, TrainingSource,
@@ -20,25 +19,25 @@ use super::{
 use crate::policy::Label;
 
 mod read;
+mod schema;
 mod write;
 
-use read::{
-    case_from_row, feedback_of, from_json, get_case, parse_label, read_response, CASE_COLUMNS,
+use super::codec::{
+    check_precedents, from_json, new_id, now, parse_label, to_i64, to_json, Result,
 };
-use write::{check_precedents, insert_case, link_response, merge_into, nearest_pending, to_json};
-
-type Result<T> = std::result::Result<T, StoreError>;
+use read::{case_from_row, feedback_of, get_case, read_response, CASE_COLUMNS};
+use write::{insert_case, link_response, merge_into, nearest_pending};
 
 /// A connection to a case store file. Not `Sync`: give each thread its own, or share one
 /// through [`super::StoreHandle`].
 #[derive(Debug)]
-pub struct CaseStore {
+pub struct SqliteStore {
     conn: Connection,
     config: StoreConfig,
     path: PathBuf,
 }
 
-impl CaseStore {
+impl SqliteStore {
     /// Opens (creating the directory and file if needed) and migrates the store.
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
@@ -249,6 +248,11 @@ impl CaseStore {
         get_case(&self.conn, id)
     }
 
+    /// A kept response record, if it has not been dropped yet.
+    pub fn response(&self, response_id: &str) -> Result<Option<ResponseRecord>> {
+        read_response(&self.conn, response_id)
+    }
+
     /// Records a reviewer's label; the case leaves the pending set (nothing merges into it).
     pub fn label_case(
         &mut self,
@@ -368,27 +372,6 @@ fn set_up(conn: &mut Connection, path: &Path) -> Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     schema::migrate(conn)
-}
-
-/// `prefix_` + 12 hex digits of milliseconds since the epoch + 16 random hex digits: unique, and
-/// sorted by creation time to the millisecond.
-fn new_id(prefix: &str) -> String {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{prefix}_{millis:012x}{}", &random[..16])
-}
-
-/// Unix seconds now.
-pub(in crate::store) fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-fn to_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

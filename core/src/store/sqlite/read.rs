@@ -1,10 +1,9 @@
 //! Rows back into the store's types. A value that does not decode is `corrupt`, named by record
 //! id and column, never quoted (stored values are user text).
 
-use rusqlite::{Connection, Row, Transaction};
+use rusqlite::{Connection, Row};
 
-use super::Result;
-use crate::policy::Label;
+use crate::store::codec::{from_json, parse_label, Result};
 use crate::store::embedding;
 use crate::store::{CaseStatus, FeedbackEntry, ResponseRecord, StoreError, StoredCase};
 
@@ -15,10 +14,10 @@ pub(super) const CASE_COLUMNS: &str =
      verdict_probability, precedents, reasons, status, label, reviewer_note, reviewer, labelled_at";
 
 pub(super) fn read_response(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     response_id: &str,
 ) -> Result<Option<ResponseRecord>> {
-    let mut stmt = tx.prepare_cached(
+    let mut stmt = conn.prepare_cached(
         "SELECT response_id, request_id, created, model, adapter, policy_version, mode, messages,
             request, reasoning, answer, verdict, verdict_probability, precedents, embedding
          FROM responses WHERE response_id = ?1",
@@ -122,26 +121,4 @@ pub(super) fn feedback_of(conn: &Connection, case_id: &str) -> Result<Vec<Feedba
         });
     }
     Ok(out)
-}
-
-pub(super) fn parse_label(s: Option<&str>, id: &str) -> Result<Option<Label>> {
-    s.map(|s| {
-        s.parse::<Label>()
-            .map_err(|_| StoreError::corrupt(format!("record {id} has an unknown label")))
-    })
-    .transpose()
-}
-
-pub(super) fn from_json<T: serde::de::DeserializeOwned>(
-    text: &str,
-    column: &str,
-    id: &str,
-) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| {
-        StoreError::corrupt(format!(
-            "`{column}` of {id} is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })
 }

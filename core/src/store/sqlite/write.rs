@@ -3,11 +3,10 @@
 
 use rusqlite::{params, Transaction};
 
-use super::read::from_json;
-use super::{new_id, to_i64, Result};
 use crate::policy::Label;
+use crate::store::codec::{from_json, new_id, to_i64, to_json, union_into, Result};
 use crate::store::embedding;
-use crate::store::{NewCase, PrecedentRef, StoreError};
+use crate::store::{NewCase, StoreError};
 
 /// The pending case most similar to `query`, with its similarity.
 pub(super) fn nearest_pending(
@@ -89,29 +88,4 @@ pub(super) fn link_response(tx: &Transaction<'_>, response_id: &str, case_id: &s
     )?
     .execute([response_id, case_id])?;
     Ok(())
-}
-
-/// A NaN similarity would be stored as JSON `null` and make the row unreadable.
-pub(super) fn check_precedents(precedents: &[PrecedentRef]) -> Result<()> {
-    match precedents.iter().find(|p| !p.similarity.is_finite()) {
-        Some(p) => Err(StoreError::Invalid(format!(
-            "precedent {} has a non-finite similarity",
-            p.id
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Appends the reasons not there yet, keeping first-seen order.
-pub(super) fn union_into(reasons: &mut Vec<String>, new: &[String]) {
-    for r in new {
-        if !reasons.contains(r) {
-            reasons.push(r.clone());
-        }
-    }
-}
-
-pub(super) fn to_json<T: serde::Serialize>(value: &T) -> String {
-    // Strings, labels and floats (finite: see `check_precedents`): serialising cannot fail.
-    serde_json::to_string(value).unwrap_or_default()
 }

@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only: never edit one that
 /// has shipped.
@@ -80,10 +80,10 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Schema version this build writes.
-pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
+pub(in crate::store) const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the schema up to [`VERSION`]; a file from a newer build is refused, not touched.
-pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(in crate::store) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if found > VERSION {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Makes sure a PostgreSQL server for the tests runs on loopback and prints its URL: installs
+# Debian's `postgresql` when missing, starts its cluster, and creates the `cada_test` role (which
+# may create databases: each test makes its own and drops it). Idempotent.
+set -euo pipefail
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+  echo "test-postgres: installing postgresql" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+# The first cluster Debian made (e.g. `15 main`).
+read -r version cluster port status _ < <(pg_lsclusters -h | head -n 1)
+if [ "$status" != "online" ]; then
+  echo "test-postgres: starting cluster $version/$cluster on port $port" >&2
+  $sudo pg_ctlcluster "$version" "$cluster" start
+fi
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi
+}
+# Debian's pg_hba.conf takes password logins (scram-sha-256) on 127.0.0.1.
+as_postgres psql -q -p "$port" -v ON_ERROR_STOP=1 -d postgres >/dev/null <<'SQL'
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cada_test') THEN
+    CREATE ROLE cada_test LOGIN CREATEDB PASSWORD 'cada_test';
+  END IF;
+END $$;
+SQL
+echo "postgres://cada_test:cada_test@127.0.0.1:$port/postgres"

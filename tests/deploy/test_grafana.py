@@ -113,6 +113,7 @@ def dashboard_problems(dashboard: dict) -> list[str]:
         (r"cada_borderline_cases_total", "borderline rate"),
         (r'cada_feedback_total\{label="over_refusal"\}', "over-refusal feedback"),
         (r"by \(adapter\) \(cada_adapter_info\)", "served adapter version"),
+        (r"count by \(adapter\) \(cada_adapter_info == 1\)", "replicas per adapter version"),
         (r'cada_cache_requests_total\{result="hit"\}', "cache hit ratio"),
         (r'status="429"', "429 rate"),
         (r'status="503"', "503 rate"),
@@ -146,6 +147,44 @@ def test_dashboard_checks_can_fail(dashboard):
     panel = next(p for p in wrong_label["panels"] if p.get("targets"))
     panel["targets"][0]["expr"] = 'sum(rate(cada_feedback_total{verdict="refuse"}[5m]))'
     assert any("has no label 'verdict'" in p for p in dashboard_problems(wrong_label))
+
+
+def replicas_panel_problems(dashboard: dict) -> list[str]:
+    """A fleet's rollout progress: how many replicas serve each adapter version, over time."""
+    panels = [p for p in dashboard.get("panels", []) if p.get("title") == "Replicas per adapter version"]
+    if len(panels) != 1:
+        return [f"dashboard: expected one panel 'Replicas per adapter version', found {len(panels)}"]
+    (panel,) = panels
+    problems = []
+    exprs = [t["expr"] for t in panel.get("targets", [])]
+    if exprs != ["count by (adapter) (cada_adapter_info == 1)"]:
+        problems.append(f"panel 'Replicas per adapter version': unexpected queries {exprs}")
+    if panel.get("type") != "timeseries" or any(t.get("instant") for t in panel.get("targets", [])):
+        problems.append("panel 'Replicas per adapter version': a time series (range query), to show a rollout")
+    if any("{{adapter}}" != t.get("legendFormat") for t in panel.get("targets", [])):
+        problems.append("panel 'Replicas per adapter version': legend must name the adapter")
+    return problems
+
+
+def test_dashboard_shows_replicas_per_adapter_version(dashboard):
+    assert replicas_panel_problems(dashboard) == []
+    grid = [(p["gridPos"]["x"], p["gridPos"]["y"], p["gridPos"]["w"], p["gridPos"]["h"]) for p in dashboard["panels"]]
+    cells = [(x + i, y + j) for x, y, w, h in grid for i in range(w) for j in range(h)]
+    assert len(cells) == len(set(cells)), "panels overlap"
+    assert all(x + w <= 24 for x, _, w, _ in grid)
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"]), "panel ids repeat"
+
+
+def test_replicas_panel_checks_can_fail(dashboard):
+    gone = copy.deepcopy(dashboard)
+    gone["panels"] = [p for p in gone["panels"] if p.get("title") != "Replicas per adapter version"]
+    assert replicas_panel_problems(gone) == ["dashboard: expected one panel 'Replicas per adapter version', found 0"]
+    assert any("replicas per adapter version" in p for p in dashboard_problems(gone))
+    instant = copy.deepcopy(dashboard)
+    panel = next(p for p in instant["panels"] if p.get("title") == "Replicas per adapter version")
+    panel["type"] = "stat"
+    panel["targets"][0]["expr"] = "max by (adapter) (cada_adapter_info)"
+    assert len(replicas_panel_problems(instant)) == 2
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path, tool, dashboard):

@@ -1,7 +1,8 @@
 """Checks of deploy/k8s: every manifest validates strictly against a fixed Kubernetes version,
 the kustomization and the GPU Component list what is there, and the Deployment, CronJobs, HPA,
-Service, ConfigMap and Secret agree with each other, with the images and with the workspace.
-Also home to the deploy-wide check that nothing expects a database yet."""
+Service, ConfigMap and Secrets agree with each other, with the images and with the workspace,
+and the fleet is wired to the shared PostgreSQL case store (the cada-postgres Secret) rather than
+to a per-gateway SQLite volume."""
 
 from __future__ import annotations
 
@@ -148,14 +149,29 @@ def configmap_toml() -> dict:
     return tomllib.loads(cm["data"]["gateway.toml"])
 
 
-def secret_example() -> dict:
-    (secret,) = load_docs(K8S / "secret.example.yaml")
+# The Secrets the manifests read, each shown by an example that is never applied.
+KEYS_SECRET = "cada-keys"
+STORE_SECRET = "cada-postgres"
+SECRET_EXAMPLES = {KEYS_SECRET: "secret.example.yaml", STORE_SECRET: "postgres-secret.example.yaml"}
+
+
+def secret_example(name: str = KEYS_SECRET) -> dict:
+    (secret,) = load_docs(K8S / SECRET_EXAMPLES[name])
+    assert secret["metadata"]["name"] == name
     return secret
 
 
-def secret_keys() -> tuple[str, set[str]]:
-    secret = secret_example()
-    return secret["metadata"]["name"], set(secret["stringData"])
+def secret_keys() -> dict[str, set[str]]:
+    """Secret name -> its keys, for every Secret the manifests may reference."""
+    return {name: set(secret_example(name)["stringData"]) for name in SECRET_EXAMPLES}
+
+
+def secret_ref(env: list[dict], name: str) -> dict:
+    """The secretKeyRef of the variable `name` in a container's env ({} if it has none)."""
+    for e in env:
+        if e["name"] == name:
+            return e.get("valueFrom", {}).get("secretKeyRef", {})
+    return {}
 
 
 def pod_problems(doc: dict, where: str) -> list[str]:
@@ -166,7 +182,7 @@ def pod_problems(doc: dict, where: str) -> list[str]:
     sc = spec.get("securityContext", {})
     if not sc.get("runAsNonRoot") or not sc.get("runAsUser"):
         problems.append(f"{where}: pod must run as non-root (runAsNonRoot, runAsUser)")
-    secret_name, keys = secret_keys()
+    secrets = secret_keys()
     (cm,) = by_kind("ConfigMap")
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     for c in spec.get("initContainers", []) + spec["containers"]:
@@ -184,8 +200,8 @@ def pod_problems(doc: dict, where: str) -> list[str]:
         problems += env_var_problems([e["name"] for e in env], cwhere)
         for e in env:
             ref = e.get("valueFrom", {}).get("secretKeyRef")
-            if ref and (ref["name"] != secret_name or ref["key"] not in keys):
-                problems.append(f"{cwhere}: {e['name']} reads {ref}, not a key of the Secret {secret_name}")
+            if ref and ref["key"] not in secrets.get(ref["name"], set()):
+                problems.append(f"{cwhere}: {e['name']} reads {ref}, not a key of the Secrets {sorted(secrets)}")
         problems += command_problems(container_command(c), cwhere)
         for m in c.get("volumeMounts", []):
             v = volumes.get(m["name"])
@@ -225,8 +241,8 @@ def deployment_problems(deployment: dict) -> list[str]:
         problems.append(f"{where}: CADA_CONFIG must point into the mounted ConfigMap")
     if env.get("CADA_LOG_FORMAT") != "json":
         problems.append(f"{where}: logs must be JSON (CADA_LOG_FORMAT=json)")
-    if "CADA_ADMIN_KEY" not in env:
-        problems.append(f"{where}: the admin key must come from the Secret")
+    if secret_ref(c.get("env", []), "CADA_ADMIN_KEY").get("name") != KEYS_SECRET:
+        problems.append(f"{where}: the admin key must come from the Secret {KEYS_SECRET}")
     grace = configmap_toml().get("limits", {}).get("shutdown_grace_secs", 30)
     pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
     sleep = int(pre_stop[-1]) if pre_stop and "sleep" in pre_stop[0] else 0
@@ -239,8 +255,43 @@ def deployment_problems(deployment: dict) -> list[str]:
         if not any(m["mountPath"] == MODELS_DIR and not m.get("readOnly") for m in i["volumeMounts"]):
             problems.append(f"{where}: the fetch initContainer needs {MODELS_DIR} writable")
     problems += pvc_problems(spec, where)
-    if deployment["spec"].get("strategy", {}).get("type") != "Recreate":
-        problems.append(f"{where}: the SQLite data volume (ReadWriteOnce) needs strategy Recreate")
+    problems += gateway_store_problems(deployment)
+    return problems
+
+
+def gateway_store_problems(deployment: dict) -> list[str]:
+    """A fleet on the shared store: CADA_STORE_URL from the cada-postgres Secret, the data dir
+    (embedding cache only) per pod, nothing ReadWriteOnce left, so a rolling update; adapters/
+    of the shared registry writable, so POST /admin/adapter/rollback reaches every replica."""
+    where = f"Deployment/{deployment['metadata']['name']}"
+    problems = []
+    spec = pod_spec(deployment)
+    c = next(c for c in spec["containers"] if c["name"] == "gateway")
+    ref = secret_ref(c.get("env", []), "CADA_STORE_URL")
+    if (ref.get("name"), ref.get("key")) != (STORE_SECRET, "url"):
+        problems.append(f"{where}: CADA_STORE_URL must come from the Secret {STORE_SECRET}, key url, not {ref}")
+    if any(e["name"] == "CADA_STORE_URL" and "value" in e for e in c.get("env", [])):
+        problems.append(f"{where}: CADA_STORE_URL must not be a literal value (it holds a password)")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    data = volumes.get(mounts.get(DATA_DIR, {}).get("name"), {})
+    if "emptyDir" not in data:
+        problems.append(f"{where}: the data dir {DATA_DIR} holds only a cache with a shared store: an emptyDir, not {data}")
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    rwo = {d["metadata"]["name"] for d in by_kind("PersistentVolumeClaim") if "ReadWriteOnce" in d["spec"]["accessModes"]}
+    if claims & rwo:
+        problems.append(f"{where}: replicas on several nodes cannot share the ReadWriteOnce claims {sorted(claims & rwo)}")
+    strategy = deployment["spec"].get("strategy", {})
+    if strategy.get("type") != "RollingUpdate" or strategy.get("rollingUpdate", {}).get("maxUnavailable") != 0:
+        problems.append(f"{where}: strategy must be RollingUpdate with maxUnavailable 0, not {strategy}")
+    adapters = mounts.get(f"{MODELS_DIR}/adapters", {})
+    models = mounts.get(MODELS_DIR, {})
+    if adapters.get("readOnly") or adapters.get("name") != models.get("name") or adapters.get("subPath") != "adapters":
+        problems.append(f"{where}: adapters/ of the registry volume must be mounted writable (subPath adapters) for the admin rollback")
+    # Made by an init container as uid 10001; a subPath the kubelet makes would be root's.
+    inits = " ".join(container_command(i) for i in spec.get("initContainers", []))
+    if f"mkdir -p {MODELS_DIR}/adapters" not in inits:
+        problems.append(f"{where}: an initContainer must create {MODELS_DIR}/adapters before the subPath mount")
     return problems
 
 
@@ -261,15 +312,7 @@ def cronjob_problems(cronjob: dict, gpu: bool = False) -> list[str]:
     command = container_command(c)
     if not re.search(r"cada-trainer schedule\b.*--once", command):
         problems.append(f"{where}: must run `cada-trainer schedule --once`, not {command!r}")
-    env = {e["name"]: e for e in c.get("env", [])}
-    url = env.get("CADA_GATEWAY_URL", {}).get("value", "")
-    (service,) = by_kind("Service")
-    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
-    service_url = f"http://{service['metadata']['name']}:{port}"
-    if url != service_url and f"--gateway {service_url}" not in command:
-        problems.append(f"{where}: the gateway URL must be the Service ({service_url}), not {url!r}")
-    if "secretKeyRef" not in env.get("CADA_ADMIN_KEY", {}).get("valueFrom", {}):
-        problems.append(f"{where}: CADA_ADMIN_KEY must come from the Secret")
+    problems += trainer_store_problems(c, where)
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     if MODELS_DIR not in mounts or mounts[MODELS_DIR].get("readOnly"):
         problems.append(f"{where}: the trainer promotes into {MODELS_DIR}: mount it writable")
@@ -289,6 +332,25 @@ def cronjob_problems(cronjob: dict, gpu: bool = False) -> list[str]:
         problems.append(f"{where}: needs the CUDA image (cada-cuda), not {c['image']}")
     if not gpu and gpus:
         problems.append(f"{where}: the CPU CronJob must not request a GPU")
+    return problems
+
+
+def trainer_store_problems(c: dict, where: str) -> list[str]:
+    """The trainer reads the labelled cases straight from the shared store (`schedule --store`
+    through CADA_STORE_URL from the cada-postgres Secret), not from a gateway: no gateway URL
+    (it conflicts with the store) and no admin key."""
+    problems = []
+    env = {e["name"]: e for e in c.get("env", [])}
+    command = container_command(c)
+    ref = secret_ref(c.get("env", []), "CADA_STORE_URL")
+    if (ref.get("name"), ref.get("key")) != (STORE_SECRET, "url"):
+        problems.append(f"{where}: CADA_STORE_URL must come from the Secret {STORE_SECRET}, key url, not {ref}")
+    if "CADA_GATEWAY_URL" in env or re.search(r"--gateway\b", command):
+        problems.append(f"{where}: must read the store, not a gateway (CADA_GATEWAY_URL/--gateway conflict with it)")
+    if "CADA_ADMIN_KEY" in env:
+        problems.append(f"{where}: reading the store needs no admin key; do not hand it CADA_ADMIN_KEY")
+    if re.search(r"--store\b", command):
+        problems.append(f"{where}: pass the store URL through CADA_STORE_URL, not --store (the password would show in the command line)")
     return problems
 
 
@@ -345,6 +407,72 @@ def test_cronjob_checks_can_fail():
     assert any("schedule --once" in p for p in cronjob_problems(other))
 
 
+def test_store_checks_can_fail():
+    (deployment,) = by_kind("Deployment")
+    assert gateway_store_problems(deployment) == []
+    sqlite = copy.deepcopy(deployment)
+    spec = pod_spec(sqlite)
+    spec["containers"][0]["env"] = [e for e in spec["containers"][0]["env"] if e["name"] != "CADA_STORE_URL"]
+    data = next(v for v in spec["volumes"] if v["name"] == "data")
+    data.pop("emptyDir")
+    data["persistentVolumeClaim"] = {"claimName": "cada-trainer-runs"}
+    sqlite["spec"]["strategy"] = {"type": "Recreate"}
+    problems = gateway_store_problems(sqlite)
+    assert any("CADA_STORE_URL must come from the Secret cada-postgres" in p for p in problems)
+    assert any("an emptyDir" in p for p in problems)
+    assert any("ReadWriteOnce claims ['cada-trainer-runs']" in p for p in problems)
+    assert any("RollingUpdate" in p for p in problems)
+    literal = copy.deepcopy(deployment)
+    for e in pod_spec(literal)["containers"][0]["env"]:
+        if e["name"] == "CADA_STORE_URL":
+            e.pop("valueFrom")
+            e["value"] = "postgres://cada:hunter2@db:5432/cada"
+    assert any("literal" in p for p in gateway_store_problems(literal))
+    wrong_key = copy.deepcopy(deployment)
+    for e in pod_spec(wrong_key)["containers"][0]["env"]:
+        if e["name"] == "CADA_STORE_URL":
+            e["valueFrom"]["secretKeyRef"]["key"] = "uri"
+    assert any("not a key of the Secrets" in p for p in deployment_problems(wrong_key))
+    read_only = copy.deepcopy(deployment)
+    for m in pod_spec(read_only)["containers"][0]["volumeMounts"]:
+        if m["mountPath"].endswith("/adapters"):
+            m["readOnly"] = True
+    assert any("admin rollback" in p for p in gateway_store_problems(read_only))
+    no_mkdir = copy.deepcopy(deployment)
+    for i in pod_spec(no_mkdir)["initContainers"]:
+        i["args"] = [a.replace("mkdir -p", "true") for a in i["args"]]
+    assert any("before the subPath mount" in p for p in gateway_store_problems(no_mkdir))
+
+    (cronjob,) = by_kind("CronJob")
+    c = pod_spec(cronjob)["containers"][0]
+    assert trainer_store_problems(c, "trainer") == []
+    old = copy.deepcopy(c)
+    old["env"] = [{"name": "CADA_GATEWAY_URL", "value": "http://cada-gateway:8080"},
+                  {"name": "CADA_ADMIN_KEY", "valueFrom": {"secretKeyRef": {"name": "cada-keys", "key": "admin-key"}}}]
+    problems = trainer_store_problems(old, "trainer")
+    assert any("CADA_STORE_URL must come from the Secret" in p for p in problems)
+    assert any("not a gateway" in p for p in problems)
+    assert any("no admin key" in p for p in problems)
+    flag = copy.deepcopy(c)
+    flag["args"] = [a.replace("schedule --once", "schedule --gateway http://cada-gateway:8080 --once") for a in c["args"]]
+    assert any("not a gateway" in p for p in trainer_store_problems(flag, "trainer"))
+    on_command_line = copy.deepcopy(c)
+    on_command_line["args"] = [a.replace("schedule --once", "schedule --store postgres://x --once") for a in c["args"]]
+    assert any("not --store" in p for p in trainer_store_problems(on_command_line, "trainer"))
+
+
+def hpa_problems(hpa: dict) -> list[str]:
+    """A fleet on the shared store: at least two replicas, room to scale."""
+    spec = hpa["spec"]
+    low, high = spec.get("minReplicas", 1), spec["maxReplicas"]
+    problems = []
+    if low < 2:
+        problems.append(f"HPA: minReplicas must be at least 2 (a second replica serves while one restarts), not {low}")
+    if high <= low:
+        problems.append(f"HPA: maxReplicas ({high}) must exceed minReplicas ({low})")
+    return problems
+
+
 def test_hpa_and_service():
     (hpa,) = by_kind("HorizontalPodAutoscaler")
     (deployment,) = by_kind("Deployment")
@@ -353,8 +481,12 @@ def test_hpa_and_service():
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                              "name": deployment["metadata"]["name"]}
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
-    # One SQLite case store per gateway until the shared store exists: held at one replica.
-    assert hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"] == 1
+    # Replicas share the PostgreSQL case store and the RWX registry: a fleet.
+    assert hpa_problems(hpa) == []
+    assert hpa["spec"]["maxReplicas"] > 1 and hpa["spec"]["minReplicas"] >= 2
+    single = copy.deepcopy(hpa)
+    single["spec"]["minReplicas"] = single["spec"]["maxReplicas"] = 1
+    assert len(hpa_problems(single)) == 2
     assert "replicas" not in deployment["spec"], "spec.replicas belongs to the HPA"
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     ports = {p["name"]: p for p in service["spec"]["ports"]}
@@ -384,6 +516,8 @@ def test_configmap_holds_a_valid_gateway_config():
     # Paths come from the image's environment, which would silently win over the file.
     assert not {"listen", "registry"} & set(table)
     assert "data_dir" not in table.get("store", {}) and "policy_dir" not in table.get("safety", {})
+    # The store URL holds a password: a Secret, never the ConfigMap.
+    assert "url" not in table.get("store", {})
     broken = copy.deepcopy(table)
     broken["engine"]["paralel"] = 2
     assert configmap_problems(broken) == ["gateway.toml key 'engine.paralel' is not in configs/gateway.toml"]
@@ -391,14 +525,53 @@ def test_configmap_holds_a_valid_gateway_config():
 
 def test_secret_example_is_a_placeholder_and_not_deployed():
     text = (K8S / "secret.example.yaml").read_text()
-    _, keys = secret_keys()
-    assert keys == {"admin-key", "api-key"}
+    assert secret_keys()[KEYS_SECRET] == {"admin-key", "api-key"}
     assert all("placeholder" in v.lower() for v in secret_example()["stringData"].values())
     assert "EXAMPLE" in text.splitlines()[0]
 
 
-def test_no_database_or_postgres_yet():
-    for path in DEPLOY.rglob("*"):
-        if path.is_file() and path.name != "README.md":
-            text = path.read_text().lower()
-            assert "postgres" not in text and "database_url" not in text, path
+def store_secret_problems(secret: dict, text: str, kustomization: dict) -> list[str]:
+    problems = []
+    if not text.startswith("# EXAMPLE ONLY"):
+        problems.append("postgres-secret.example.yaml: must say EXAMPLE ONLY on its first line")
+    if set(secret.get("stringData", {})) != {"url"}:
+        problems.append(f"postgres-secret.example.yaml: the one key is url, not {sorted(secret.get('stringData', {}))}")
+    url = secret.get("stringData", {}).get("url", "")
+    m = re.fullmatch(r"postgres(?:ql)?://([^:@/]+):([^@]+)@([^:/]+):(\d+)/(\w+)", url)
+    if not m:
+        problems.append(f"postgres-secret.example.yaml: url is not a postgres:// URL: {url!r}")
+    elif "placeholder" not in m.group(2).lower():
+        problems.append("postgres-secret.example.yaml: the password must be a placeholder")
+    if "sslmode=require" in url:
+        problems.append("postgres-secret.example.yaml: TLS to PostgreSQL is not supported (sslmode=require fails)")
+    if "kubectl create secret generic cada-postgres" not in text:
+        problems.append("postgres-secret.example.yaml: must show how to create the real Secret")
+    if "postgres-secret.example.yaml" in kustomization.get("resources", []):
+        problems.append("postgres-secret.example.yaml: an example must not be in kustomization.yaml")
+    return problems
+
+
+def test_postgres_secret_example_is_a_placeholder_and_not_deployed():
+    text = (K8S / "postgres-secret.example.yaml").read_text()
+    secret = secret_example(STORE_SECRET)
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert store_secret_problems(secret, text, kustomization) == []
+    assert secret["type"] == "Opaque" and secret_keys()[STORE_SECRET] == {"url"}
+    real = copy.deepcopy(secret)
+    real["stringData"]["url"] = "postgres://cada:s3cret@db.internal:5432/cada?sslmode=require"
+    listed = copy.deepcopy(kustomization)
+    listed["resources"].append("postgres-secret.example.yaml")
+    problems = store_secret_problems(real, text.replace("EXAMPLE ONLY", "Example"), listed)
+    assert len(problems) == 4, problems
+
+
+def test_the_manifests_deploy_no_database():
+    """PostgreSQL is brought by the user: nothing here runs it or claims a volume for it."""
+    kinds = {d["kind"] for p in manifest_files() for d in load_docs(p)}
+    assert not kinds & {"StatefulSet"}, kinds
+    images = {c["image"] for p in manifest_files() for d in load_docs(p) if d["kind"] in ("Deployment", "CronJob")
+              for c in pod_spec(d).get("initContainers", []) + pod_spec(d)["containers"]}
+    assert all(re.fullmatch(r"cada(-cuda)?:[\w.-]+", i) for i in images), images
+    resources = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    assert "gateway-data-pvc.yaml" not in resources and not (K8S / "gateway-data-pvc.yaml").exists()
+    assert {d["metadata"]["name"] for d in by_kind("PersistentVolumeClaim")} == {"cada-models", "cada-trainer-runs"}

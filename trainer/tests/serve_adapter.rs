@@ -364,3 +364,79 @@ async fn the_adapter_threshold_decides_trained_verdicts() {
     let shown = admin_adapter(&client, &server.base).await;
     assert_eq!(shown["refuse_log_odds"], -29.0);
 }
+
+/// `cada_adapter_info` of `/metrics`: the adapter version whose series is 1.
+async fn served_in_metrics(client: &reqwest::Client, base: &str) -> String {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("cada_adapter_info{adapter=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .find(|(_, value)| value.trim() == "1")
+        .map(|(adapter, _)| adapter.to_owned())
+        .expect("a served adapter in cada_adapter_info")
+}
+
+/// A fleet: two replicas share the adapter registry and a PostgreSQL case store. A promotion
+/// reaches both (each watches the registry) and shows in each one's metrics; a rollback asked of
+/// one replica reaches the other too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_and_a_rollback_reach_every_replica() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (registry, model) = registry_and_model(dir.path());
+    let (a1, a2) = (dir.path().join("a1.gguf"), dir.path().join("a2.gguf"));
+    write_adapter(&model, 1, &a1);
+    write_adapter(&model, 2, &a2);
+    drop(model);
+    let adapters = AdapterRegistry::beside(&registry);
+    adapters.promote(&a1, entry("v1")).expect("promote v1");
+    // The test database's client blocks: made and dropped off the runtime.
+    let db = std::thread::spawn(cada_core::store::testing::PgDatabase::new)
+        .join()
+        .expect("database");
+    let replicas: Vec<Server> = (0..2)
+        .map(|i| {
+            let mut config = config(registry.clone(), dir.path().join(format!("data-{i}")));
+            config.store.url = Some(cada_gateway::config::Secret(db.url.clone()));
+            start(config)
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    for r in &replicas {
+        wait_for(&client, &r.base, "v1").await;
+        assert_eq!(served_in_metrics(&client, &r.base).await, "v1");
+    }
+
+    adapters.promote(&a2, entry("v2")).expect("promote v2");
+    for r in &replicas {
+        wait_for(&client, &r.base, "v2").await;
+        assert_eq!(served_in_metrics(&client, &r.base).await, "v2");
+        assert_eq!(ask(&client, &r.base).await.0, "v2");
+    }
+
+    // Rolled back through replica 0; replica 1 follows the registry.
+    let r: Value = client
+        .post(format!("{}/admin/adapter/rollback", replicas[0].base))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("rollback")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["served"], "v1", "{r}");
+    wait_for(&client, &replicas[1].base, "v1").await;
+    for r in &replicas {
+        assert_eq!(served_in_metrics(&client, &r.base).await, "v1");
+        assert_eq!(ask(&client, &r.base).await.0, "v1");
+    }
+    drop(replicas);
+    std::thread::spawn(move || drop(db)).join().expect("drop");
+}

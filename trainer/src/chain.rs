@@ -64,6 +64,28 @@ pub fn sequence(engine: &Engine, prompt: &Prompt, chain: &Deliberation) -> Optio
     })
 }
 
+/// A reviewed case with a label but no exemplar answer (a store case) as a training sequence:
+/// the reasoning (the reviewer's note, or none) and the forced verdict line, and nothing after
+/// it. The verdict is what `trained` mode reads; no answer is invented for the model to learn.
+pub fn verdict_sequence(
+    engine: &Engine,
+    prompt: &Prompt,
+    reasoning: &str,
+    verdict: Label,
+) -> Sequence {
+    let mut tokens: Vec<u32> = prompt.token_ids().into_iter().map(|t| t as u32).collect();
+    let prompt_len = tokens.len();
+    tokens.extend(engine.token_ids(&format!(" {}", reasoning.trim())));
+    tokens.extend(engine.token_ids(VERDICT_PREFIX));
+    let verdict_at = tokens.len();
+    tokens.extend(engine.token_ids(&format!("{}{ANSWER_PREFIX}", verdict_text(verdict))));
+    Sequence {
+        tokens,
+        prompt_len,
+        verdict_at: Some(verdict_at),
+    }
+}
+
 /// The first `n` sentences of a text (all of it when `n` is 0 or it has fewer). Sentences end
 /// at `.`, `!` or `?` followed by whitespace; abbreviations may split early, which only shortens.
 pub fn first_sentences(text: &str, n: usize) -> &str {

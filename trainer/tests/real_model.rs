@@ -89,7 +89,7 @@ fn candle_agrees_with_llama_cpp_with_and_without_an_adapter() {
 fn chains_are_laid_out_as_the_gateway_serves_them() {
     use cada_core::policy::Label;
     use cada_core::{Engine, EngineConfig};
-    use cada_trainer::chain::{chain_tokens, trained_prompt};
+    use cada_trainer::chain::{chain_tokens, trained_prompt, verdict_sequence};
 
     let mut config = EngineConfig::new(model_path());
     config.n_slots = 1;
@@ -110,4 +110,13 @@ fn chains_are_laid_out_as_the_gateway_serves_them() {
         text.ends_with("<|im_start|>assistant\nReasoning:"),
         "{text}"
     );
+    // A verdict anchor (a reviewed case without an exemplar answer) is the same chain cut after
+    // the forced verdict line: no answer, no end of turn.
+    let full = chain_tokens(&engine, "It is fine.", Label::Allow, "Sure, here is how.");
+    let anchor = verdict_sequence(&engine, &prompt, "It is fine.", Label::Allow);
+    let completion = &anchor.tokens[anchor.prompt_len..];
+    let answer_starts = full.tokens.len() - engine.token_ids(" Sure, here is how.").len() - 1;
+    assert_eq!(completion, &full.tokens[..answer_starts]);
+    assert_eq!(anchor.verdict_at, Some(anchor.prompt_len + full.verdict_at));
+    assert!(!completion.contains(&engine.end_of_turn()));
 }

@@ -151,10 +151,14 @@ data = ""
     assert_eq!(state["epochs_done"], 1);
     assert_eq!(state["trained"], false);
     let first = metrics(&run);
-    // The store's cases have no written chain, and with `samples = 0` the warm start trains on
-    // written chains only (they enter through GRPO/DPO): 24 in micro-batches of 4.
-    assert_eq!(first.len(), 6, "{first:?}");
-    assert_eq!(state["updates"], 6);
+    // The store's cases have no exemplar answer: they train as verdict anchors beside the 24
+    // written chains, 27 sequences in micro-batches of 4.
+    assert!(
+        text.contains("24 written ones and 3 verdict anchors"),
+        "{text}"
+    );
+    assert_eq!(first.len(), 7, "{first:?}");
+    assert_eq!(state["updates"], 7);
 
     // A run whose data changed since the checkpoint does not resume.
     let full = std::fs::read_to_string(policy.join("cases.jsonl")).unwrap();
@@ -184,9 +188,9 @@ data = ""
     let all = metrics(&run);
     let epoch = |e: u64| -> Vec<&Value> { all.iter().filter(|v| v["epoch"] == e).collect() };
     let (before, after) = (epoch(0), epoch(1));
-    assert_eq!(before.len(), 6, "the first epoch is not redone");
-    assert_eq!(after.len(), 6);
-    assert_eq!(after[0]["step"], 7, "steps continue from the checkpoint");
+    assert_eq!(before.len(), 7, "the first epoch is not redone");
+    assert_eq!(after.len(), 7);
+    assert_eq!(after[0]["step"], 8, "steps continue from the checkpoint");
     let lr = |v: &Value| v["lr"].as_f64().unwrap();
     assert!(
         lr(after[0]) < lr(before[5]),

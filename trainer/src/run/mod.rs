@@ -651,11 +651,19 @@ fn layout(
     config: &TrainConfig,
 ) -> Result<Option<Sequence>, TrainError> {
     let prompt = condition_prompt(engine, policy, retrieval, e, config)?;
+    if chain.answer.trim().is_empty() {
+        // A verdict anchor (see `warm_start_chains`): reasoning and verdict only.
+        return Ok(chain
+            .verdict
+            .map(|v| chain::verdict_sequence(engine, &prompt, &chain.reasoning, v)));
+    }
     Ok(chain::sequence(engine, &prompt, chain))
 }
 
 /// Rejection sampling: for each example, `samples` chains with the case-augmented context; the
-/// best one that earns every reward component is kept, else the written reference chain.
+/// best one that earns every reward component is kept, else the written reference chain, else
+/// (a reviewed store case: a label, maybe a note, no exemplar answer) a verdict anchor that
+/// trains the reasoning note and the verdict only.
 fn warm_start_chains<'e>(
     engine: &Engine,
     retrieval: Option<&Retrieval>,
@@ -698,8 +706,18 @@ fn warm_start_chains<'e>(
             tokens as f64 / t0.elapsed().as_secs_f64()
         );
     }
+    // The reviewer's note as reasoning when it reads as one; the answer stays empty.
+    let anchor = |e: &Example| Deliberation {
+        reasoning: e
+            .rationale
+            .as_deref()
+            .map(|r| chain::first_sentences(r, w.reasoning_sentences).to_owned())
+            .unwrap_or_default(),
+        verdict: Some(e.label),
+        answer: String::new(),
+    };
     let mut kept = Vec::new();
-    let (mut own, mut written, mut dropped) = (0, 0, 0);
+    let (mut own, mut written, mut anchors) = (0, 0, 0);
     for (e, samples) in examples.iter().zip(&sampled) {
         let best = samples
             .iter()
@@ -720,7 +738,10 @@ fn warm_start_chains<'e>(
                 written += 1;
                 kept.push((e, r));
             }
-            (None, None) => dropped += 1,
+            (None, None) => {
+                anchors += 1;
+                kept.push((e, anchor(e)));
+            }
         }
     }
     trainer
@@ -728,10 +749,13 @@ fn warm_start_chains<'e>(
         .log(
             "warm_start_selection",
             0,
-            json!({"own_chains": own, "written_chains": written, "dropped": dropped}),
+            json!({"own_chains": own, "written_chains": written, "verdict_anchors": anchors}),
         )
         .map_err(TrainError::io("metrics"))?;
-    eprintln!("warm start keeps {own} own chains and {written} written ones; {dropped} dropped");
+    eprintln!(
+        "warm start keeps {own} own chains, {written} written ones and {anchors} verdict anchors \
+         (reviewed cases without an exemplar answer)"
+    );
     Ok(kept)
 }
 

@@ -11,7 +11,13 @@ if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
-# The first cluster Debian made (e.g. `15 main`).
+# Installed without a cluster (e.g. its data directory was removed): make one.
+if [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+  version="$(ls /usr/lib/postgresql | sort -n | tail -n 1)"
+  echo "test-postgres: creating cluster $version/main" >&2
+  $sudo pg_createcluster "$version" main >/dev/null
+fi
+# The first cluster (e.g. `15 main`).
 read -r version cluster port status _ < <(pg_lsclusters -h | head -n 1)
 if [ "$status" != "online" ]; then
   echo "test-postgres: starting cluster $version/$cluster on port $port" >&2

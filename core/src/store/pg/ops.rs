@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use postgres::types::ToSql;
 use postgres::Transaction;
 
+use super::nearest::norm;
 use super::rows::{
     case_from_row, feedback_from_row, opt_text, response_from_row, text, CASE_COLUMNS,
     RESPONSE_COLUMNS,
@@ -77,10 +78,11 @@ impl PgStore {
         embedding::validate(&case.embedding)?;
         check_precedents(&case.precedents)?;
         let threshold = self.config.merge_threshold;
-        let mut tx = self.client()?.transaction()?;
+        self.client()?;
+        let mut tx = self.client.transaction()?;
         // Held to commit: the search below sees every case other replicas logged before.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_CASES])?;
-        let logged = match nearest_pending(&mut tx, &case.embedding)? {
+        let logged = match self.nearest.nearest_pending(&mut tx, &case.embedding)? {
             Some((id, similarity)) if similarity >= threshold => {
                 match merge_into(&mut tx, &id, &case)? {
                     Some(occurrences) => Logged::Merged { id, occurrences },
@@ -321,25 +323,6 @@ impl PgStore {
     }
 }
 
-/// The pending case most similar to `query`, with its similarity (computed in the database).
-fn nearest_pending(tx: &mut Transaction<'_>, query: &[f32]) -> Result<Option<(String, f32)>> {
-    let norm = norm(query);
-    if norm == 0.0 {
-        return Ok(None);
-    }
-    let dim = i32::try_from(query.len()).unwrap_or(i32::MAX);
-    let row = tx.query_opt(
-        "SELECT id, cada_dot(embedding, $1) / (embedding_norm * $2) AS similarity
-         FROM cases
-         WHERE status = 'pending' AND cardinality(embedding) = $3 AND embedding_norm > 0
-         ORDER BY similarity DESC, seq
-         LIMIT 1",
-        &[&query, &norm, &dim],
-    )?;
-    row.map(|r| Ok((r.try_get(0)?, r.try_get::<_, f64>(1)? as f32)))
-        .transpose()
-}
-
 /// Counts another occurrence of a pending case; returns the new count, or `None` when the case
 /// is no longer pending.
 fn merge_into(tx: &mut Transaction<'_>, id: &str, case: &NewCase) -> Result<Option<u32>> {
@@ -455,11 +438,4 @@ fn feedback_of(
         out.entry(case_id).or_default().push(entry);
     }
     Ok(out)
-}
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter()
-        .map(|x| f64::from(*x) * f64::from(*x))
-        .sum::<f64>()
-        .sqrt()
 }

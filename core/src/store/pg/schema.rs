@@ -10,9 +10,9 @@ use crate::store::StoreError;
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only: never edit one that
 /// has shipped.
 const MIGRATIONS: &[&str] = &[
-    // 1: the SQLite schema's tables, with embeddings as `real[]` plus their norm, so the
-    // near-duplicate search runs in the database (`cada_dot`) instead of shipping every pending
-    // embedding to each replica.
+    // 1: the SQLite schema's tables, with embeddings as `real[]` plus their norm, and
+    // `cada_dot` for similarity in ad-hoc queries (case logging computes it in the replica:
+    // see `nearest.rs`).
     "CREATE FUNCTION cada_dot(a real[], b real[]) RETURNS double precision
         LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
         AS $$ SELECT sum(x::float8 * y::float8) FROM unnest(a, b) AS t(x, y) $$;

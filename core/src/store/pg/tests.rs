@@ -134,3 +134,35 @@ fn errors_never_show_the_password() {
     let err = CaseStore::open(garbage, StoreConfig::default()).unwrap_err();
     assert!(!err.to_string().contains("p4ss"), "{err}");
 }
+
+/// The near-duplicate search caches embeddings per connection, but the pending set always
+/// comes from the database: a case another replica logged is found, and one it labelled is
+/// no longer merged into.
+#[test]
+fn replicas_see_each_others_cases_through_the_database() {
+    let db = PgDatabase::new();
+    let (mut a, mut b) = (open(&db), open(&db));
+    let x = a.log_case(case("chatcmpl-a1", unit(1), &["x"])).unwrap();
+    let y = b.log_case(case("chatcmpl-b1", unit(2), &["x"])).unwrap();
+    // a has never seen y: it merges into it all the same.
+    assert_eq!(
+        a.log_case(case("chatcmpl-a2", unit(2), &["x"])).unwrap(),
+        Logged::Merged {
+            id: y.id().to_owned(),
+            occurrences: 2
+        }
+    );
+    // b labels x, which a has cached: a opens a new case instead of merging.
+    b.label_case(x.id(), Label::Allow, None, None).unwrap();
+    let again = a.log_case(case("chatcmpl-a3", unit(1), &["x"])).unwrap();
+    assert!(
+        matches!(&again, Logged::Inserted { id } if id != x.id()),
+        "{again:?}"
+    );
+    assert_eq!(
+        b.log_case(case("chatcmpl-b2", unit(1), &["x"]))
+            .unwrap()
+            .id(),
+        again.id()
+    );
+}

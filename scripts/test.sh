@@ -9,6 +9,10 @@ scripts/setup.sh --test
 # A real PostgreSQL server on loopback for the shared-store tests (installed and started if needed).
 CADA_TEST_POSTGRES_URL="${CADA_TEST_POSTGRES_URL:-$(scripts/test-postgres.sh)}"
 export CADA_TEST_POSTGRES_URL
+case "$CADA_TEST_POSTGRES_URL" in
+  postgres://* | postgresql://*) ;;
+  *) echo "test.sh: CADA_TEST_POSTGRES_URL is not a postgres:// URL" >&2; exit 1 ;;
+esac
 cargo build --release --locked --workspace
 cargo fmt --all --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings

@@ -34,14 +34,13 @@ impl CaseStore {
     /// Opens (creating and migrating as needed) the store at `location`: a path (SQLite) or a
     /// [`StoreLocation`].
     pub fn open(location: impl Into<StoreLocation>, config: StoreConfig) -> Result<Self> {
-        match location.into() {
+        let location = location.into();
+        // What errors and logs name: the URL with its password hidden.
+        let shown = location.to_string();
+        match location {
             StoreLocation::Sqlite(path) => SqliteStore::open(path, config).map(Self::Sqlite),
-            location @ StoreLocation::Postgres(_) => {
-                let StoreLocation::Postgres(url) = &location else {
-                    unreachable!("matched above")
-                };
-                let shown = location.to_string();
-                PgStore::open(url, &shown, config).map(|s| Self::Postgres(Box::new(s)))
+            StoreLocation::Postgres(url) => {
+                PgStore::open(&url, &shown, config).map(|s| Self::Postgres(Box::new(s)))
             }
         }
     }

@@ -3,7 +3,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{PrecedentRef, StoreError};
+use super::{
+    majority_label, FeedbackEntry, PrecedentRef, StoreError, TrainingCase, TrainingSource,
+};
 use crate::policy::Label;
 
 pub(super) type Result<T> = std::result::Result<T, StoreError>;
@@ -76,4 +78,55 @@ pub(super) fn parse_label(s: Option<&str>, id: &str) -> Result<Option<Label>> {
             .map_err(|_| StoreError::corrupt(format!("record {id} has an unknown label")))
     })
     .transpose()
+}
+
+/// Columns of `cases` that [`ExportRow`] holds, in its order, for a labelled case; a pending case
+/// selects its `verdict` for `label` and no note.
+pub(super) const EXPORT_COLUMNS: &str =
+    "id, request, messages, label, reviewer_note, policy_version, created";
+
+/// A case row as `export` reads it from either backend, before decoding.
+pub(super) struct ExportRow {
+    pub id: String,
+    pub request: String,
+    /// JSON text.
+    pub messages: String,
+    /// The reviewer's label of a labelled case; the served verdict of a pending one.
+    pub label: Option<String>,
+    pub note: Option<String>,
+    pub policy_version: String,
+    pub created: i64,
+}
+
+impl ExportRow {
+    /// A reviewed case: its label must be there.
+    pub(super) fn reviewed(self) -> Result<TrainingCase> {
+        let label = parse_label(self.label.as_deref(), &self.id)?.ok_or_else(|| {
+            StoreError::corrupt(format!("labelled case {} has no label", self.id))
+        })?;
+        self.into_case(label, TrainingSource::Review)
+    }
+
+    /// A pending case, trained on only when its feedback settles a label
+    /// ([`majority_label`] with the served verdict).
+    pub(super) fn with_feedback(self, feedback: &[FeedbackEntry]) -> Result<Option<TrainingCase>> {
+        let verdict = parse_label(self.label.as_deref(), &self.id)?;
+        match majority_label(feedback, verdict) {
+            Some(label) => self.into_case(label, TrainingSource::Feedback).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn into_case(self, label: Label, source: TrainingSource) -> Result<TrainingCase> {
+        Ok(TrainingCase {
+            messages: from_json(&self.messages, "messages", &self.id)?,
+            request: self.request,
+            label,
+            source,
+            note: self.note,
+            policy_version: self.policy_version,
+            created: self.created,
+            id: self.id,
+        })
+    }
 }

@@ -8,19 +8,18 @@ use postgres::Transaction;
 
 use super::nearest::norm;
 use super::rows::{
-    case_from_row, feedback_from_row, opt_text, response_from_row, text, CASE_COLUMNS,
+    case_from_row, export_row, feedback_from_row, opt_text, response_from_row, text, CASE_COLUMNS,
     RESPONSE_COLUMNS,
 };
 use super::{PgStore, LOCK_CASES};
 use crate::policy::Label;
 use crate::store::codec::{
-    check_precedents, from_json, new_id, now, parse_label, to_i64, to_json, union_into, Result,
+    check_precedents, from_json, new_id, now, to_i64, to_json, union_into, Result, EXPORT_COLUMNS,
 };
 use crate::store::embedding;
 use crate::store::{
-    majority_label, CaseFilter, ExportFilter, FeedbackEntry, FeedbackOutcome, Logged, NewCase,
-    NewFeedback, ResponseRecord, StoreCounts, StoreError, StoredCase, TrainingCase, TrainingSource,
-    MAX_LIST_LIMIT,
+    CaseFilter, ExportFilter, FeedbackEntry, FeedbackOutcome, Logged, NewCase, NewFeedback,
+    ResponseRecord, StoreCounts, StoreError, StoredCase, TrainingCase, MAX_LIST_LIMIT,
 };
 
 type Params<'a> = Vec<Box<dyn ToSql + Sync + 'a>>;
@@ -246,62 +245,34 @@ impl PgStore {
 
     pub(super) fn export_once(&mut self, filter: &ExportFilter) -> Result<Vec<TrainingCase>> {
         let client = self.client()?;
-        let mut out = Vec::new();
         let rows = client.query(
-            "SELECT id, request, messages, label, reviewer_note, policy_version, created
-             FROM cases WHERE status = 'labelled' AND ($1::bigint IS NULL OR labelled_at >= $1)
-             ORDER BY created, seq",
+            &format!(
+                "SELECT {EXPORT_COLUMNS} FROM cases
+                 WHERE status = 'labelled' AND ($1::bigint IS NULL OR labelled_at >= $1)
+                 ORDER BY created, seq"
+            ),
             &[&filter.since],
         )?;
-        for row in &rows {
-            let id: String = row.try_get(0)?;
-            let label: Option<String> = row.try_get(3)?;
-            let label = parse_label(label.as_deref(), &id)?
-                .ok_or_else(|| StoreError::corrupt(format!("labelled case {id} has no label")))?;
-            out.push(TrainingCase {
-                request: row.try_get(1)?,
-                messages: from_json(&row.try_get::<_, String>(2)?, "messages", &id)?,
-                label,
-                source: TrainingSource::Review,
-                note: row.try_get(4)?,
-                policy_version: row.try_get(5)?,
-                created: row.try_get(6)?,
-                id,
-            });
-        }
+        let mut out = rows
+            .iter()
+            .map(|row| export_row(row)?.reviewed())
+            .collect::<Result<Vec<_>>>()?;
         if !filter.include_feedback {
             return Ok(out);
         }
         let rows = client.query(
-            "SELECT id, request, messages, verdict, policy_version, created FROM cases c
+            "SELECT id, request, messages, verdict, NULL::text, policy_version, created FROM cases c
              WHERE status = 'pending'
                AND (SELECT max(created) FROM feedback f WHERE f.case_id = c.id) >= $1
              ORDER BY created, seq",
             &[&filter.since.unwrap_or(i64::MIN)],
         )?;
-        let ids: Vec<String> = rows
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<std::result::Result<_, _>>()?;
+        let rows = rows.iter().map(export_row).collect::<Result<Vec<_>>>()?;
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let mut feedback = feedback_of(client, &ids)?;
-        for row in &rows {
-            let id: String = row.try_get(0)?;
-            let verdict: Option<String> = row.try_get(3)?;
-            let verdict = parse_label(verdict.as_deref(), &id)?;
-            let entries = feedback.remove(&id).unwrap_or_default();
-            let Some(label) = majority_label(&entries, verdict) else {
-                continue;
-            };
-            out.push(TrainingCase {
-                request: row.try_get(1)?,
-                messages: from_json(&row.try_get::<_, String>(2)?, "messages", &id)?,
-                label,
-                source: TrainingSource::Feedback,
-                note: None,
-                policy_version: row.try_get(4)?,
-                created: row.try_get(5)?,
-                id,
-            });
+        for row in rows {
+            let entries = feedback.remove(&row.id).unwrap_or_default();
+            out.extend(row.with_feedback(&entries)?);
         }
         Ok(out)
     }

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use postgres::types::FromSql;
 use postgres::Row;
 
-use crate::store::codec::{from_json, parse_label, Result};
+use crate::store::codec::{from_json, parse_label, ExportRow, Result};
 use crate::store::{CaseStatus, FeedbackEntry, ResponseRecord, StoreError, StoredCase};
 
 /// Columns of `cases` that [`case_from_row`] reads, in its order.
@@ -119,4 +119,18 @@ pub(super) fn feedback_from_row(row: &Row) -> Result<(String, FeedbackEntry)> {
             id,
         },
     ))
+}
+
+/// A row selected with [`crate::store::codec::EXPORT_COLUMNS`].
+pub(super) fn export_row(row: &Row) -> Result<ExportRow> {
+    let id: String = get(row, 0, "a case")?;
+    Ok(ExportRow {
+        request: get(row, 1, &id)?,
+        messages: get(row, 2, &id)?,
+        label: get(row, 3, &id)?,
+        note: get(row, 4, &id)?,
+        policy_version: get(row, 5, &id)?,
+        created: get(row, 6, &id)?,
+        id,
+    })
 }

@@ -12,9 +12,8 @@ use rusqlite::{OpenFlags, TransactionBehavior};
 
 use super::embedding;
 use super::{
-    majority_label, CaseFilter, ExportFilter, FeedbackOutcome, Logged, NewCase, NewFeedback,
-    ResponseRecord, StoreConfig, StoreCounts, StoreError, StoredCase, TrainingCase, TrainingSource,
-    MAX_LIST_LIMIT,
+    CaseFilter, ExportFilter, FeedbackOutcome, Logged, NewCase, NewFeedback, ResponseRecord,
+    StoreConfig, StoreCounts, StoreError, StoredCase, TrainingCase, MAX_LIST_LIMIT,
 };
 use crate::policy::Label;
 
@@ -22,10 +21,8 @@ mod read;
 mod schema;
 mod write;
 
-use super::codec::{
-    check_precedents, from_json, new_id, now, parse_label, to_i64, to_json, Result,
-};
-use read::{case_from_row, feedback_of, get_case, read_response, CASE_COLUMNS};
+use super::codec::{check_precedents, new_id, now, to_i64, to_json, Result, EXPORT_COLUMNS};
+use read::{case_from_row, export_row, feedback_of, get_case, read_response, CASE_COLUMNS};
 use write::{insert_case, link_response, merge_into, nearest_pending};
 
 /// A connection to a case store file. Not `Sync`: give each thread its own, or share one
@@ -285,56 +282,30 @@ impl SqliteStore {
     /// Training cases, oldest first: labelled cases, then (if asked) pending cases whose feedback
     /// agrees on a label.
     pub fn export(&self, filter: &ExportFilter) -> Result<Vec<TrainingCase>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {EXPORT_COLUMNS} FROM cases
+             WHERE status = 'labelled' AND (?1 IS NULL OR labelled_at >= ?1)
+             ORDER BY created, seq"
+        ))?;
         let mut out = Vec::new();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, request, messages, label, reviewer_note, policy_version, created
-             FROM cases WHERE status = 'labelled' AND (?1 IS NULL OR labelled_at >= ?1)
-             ORDER BY created, seq",
-        )?;
         let mut rows = stmt.query([filter.since])?;
         while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let label: Option<String> = row.get(3)?;
-            let label = parse_label(label.as_deref(), &id)?
-                .ok_or_else(|| StoreError::corrupt(format!("labelled case {id} has no label")))?;
-            out.push(TrainingCase {
-                request: row.get(1)?,
-                messages: from_json(&row.get::<_, String>(2)?, "messages", &id)?,
-                label,
-                source: TrainingSource::Review,
-                note: row.get(4)?,
-                policy_version: row.get(5)?,
-                created: row.get(6)?,
-                id,
-            });
+            out.push(export_row(row)?.reviewed()?);
         }
         if !filter.include_feedback {
             return Ok(out);
         }
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, request, messages, verdict, policy_version, created FROM cases c
+            "SELECT id, request, messages, verdict, NULL, policy_version, created FROM cases c
              WHERE status = 'pending'
                AND (SELECT max(created) FROM feedback f WHERE f.case_id = c.id) >= ?1
              ORDER BY created, seq",
         )?;
         let mut rows = stmt.query([filter.since.unwrap_or(i64::MIN)])?;
         while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let verdict: Option<String> = row.get(3)?;
-            let verdict = parse_label(verdict.as_deref(), &id)?;
-            let Some(label) = majority_label(&feedback_of(&self.conn, &id)?, verdict) else {
-                continue;
-            };
-            out.push(TrainingCase {
-                request: row.get(1)?,
-                messages: from_json(&row.get::<_, String>(2)?, "messages", &id)?,
-                label,
-                source: TrainingSource::Feedback,
-                note: None,
-                policy_version: row.get(4)?,
-                created: row.get(5)?,
-                id,
-            });
+            let row = export_row(row)?;
+            let feedback = feedback_of(&self.conn, &row.id)?;
+            out.extend(row.with_feedback(&feedback)?);
         }
         Ok(out)
     }

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, Row};
 
-use crate::store::codec::{from_json, parse_label, Result};
+use crate::store::codec::{from_json, parse_label, ExportRow, Result};
 use crate::store::embedding;
 use crate::store::{CaseStatus, FeedbackEntry, ResponseRecord, StoreError, StoredCase};
 
@@ -121,4 +121,17 @@ pub(super) fn feedback_of(conn: &Connection, case_id: &str) -> Result<Vec<Feedba
         });
     }
     Ok(out)
+}
+
+/// A row selected with [`crate::store::codec::EXPORT_COLUMNS`].
+pub(super) fn export_row(row: &Row<'_>) -> Result<ExportRow> {
+    Ok(ExportRow {
+        id: row.get(0)?,
+        request: row.get(1)?,
+        messages: row.get(2)?,
+        label: row.get(3)?,
+        note: row.get(4)?,
+        policy_version: row.get(5)?,
+        created: row.get(6)?,
+    })
 }

@@ -1,14 +1,28 @@
 //! The trainer's command line: registry listing, adapter export and rollback, bad input.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn trainer() -> Command {
+/// The trainer on the model registry at `registry`.
+fn trainer_on(registry: impl AsRef<Path>) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cada-trainer"));
-    c.arg("--registry").arg(concat!(
+    c.arg("--registry").arg(registry.as_ref());
+    c
+}
+
+/// The trainer on the repository's model registry.
+fn trainer() -> Command {
+    trainer_on(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../models/registry.toml"
-    ));
-    c
+    ))
+}
+
+/// A `trainer.toml` in `dir` that keeps the runs in `dir` too.
+fn config_in(dir: &Path) -> PathBuf {
+    let config = dir.join("trainer.toml");
+    std::fs::write(&config, format!("runs_dir = {:?}\n", dir.join("runs"))).expect("config");
+    config
 }
 
 #[test]
@@ -36,8 +50,8 @@ fn models_lists_and_verifies_the_registry() {
 
 #[test]
 fn a_missing_registry_is_a_clear_failure() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cada-trainer"))
-        .args(["--registry", "/nonexistent/registry.toml", "models"])
+    let out = trainer_on("/nonexistent/registry.toml")
+        .arg("models")
         .output()
         .expect("runs");
     assert!(!out.status.success());
@@ -49,11 +63,7 @@ fn a_missing_registry_is_a_clear_failure() {
 fn export_and_rollback_use_the_adapter_registry() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = dir.path().join("registry.toml");
-    let bin = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cada-trainer"));
-        c.arg("--registry").arg(&registry);
-        c
-    };
+    let bin = || trainer_on(&registry);
     let out_file = dir.path().join("out.gguf");
     let out = bin()
         .args(["export", "--out"])
@@ -118,12 +128,7 @@ fn run_names_a_bad_configuration() {
 #[test]
 fn a_failed_scheduled_check_exits_non_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("trainer.toml");
-    std::fs::write(
-        &config,
-        format!("runs_dir = {:?}\n", dir.path().join("runs")),
-    )
-    .expect("config");
+    let config = config_in(dir.path());
     let out = trainer()
         .args(["schedule", "--once", "--gateway", "http://127.0.0.1:9"])
         .arg("--config")
@@ -162,12 +167,7 @@ fn a_scheduled_check_reads_the_case_store() {
                 .expect("label");
         }
     }
-    let config = dir.path().join("trainer.toml");
-    std::fs::write(
-        &config,
-        format!("runs_dir = {:?}\n", dir.path().join("runs")),
-    )
-    .expect("config");
+    let config = config_in(dir.path());
     let out = trainer()
         .args(["schedule", "--once", "--min-new-cases", "5", "--store"])
         .arg(format!("sqlite://{}", db.display()))

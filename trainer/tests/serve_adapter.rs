@@ -176,17 +176,23 @@ async fn ask_cached(client: &reqwest::Client, base: &str) -> (String, String, St
     (adapter, answer, cache)
 }
 
-/// `cada_cache_entries` from `/metrics`.
-async fn cache_entries(client: &reqwest::Client, base: &str) -> u64 {
-    let text = client
+/// The `/metrics` page.
+async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    client
         .get(format!("{base}/metrics"))
         .send()
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
-    text.lines()
+        .expect("text")
+}
+
+/// `cada_cache_entries` from `/metrics`.
+async fn cache_entries(client: &reqwest::Client, base: &str) -> u64 {
+    metrics(client, base)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix("cada_cache_entries "))
         .and_then(|v| v.trim().parse().ok())
         .expect("cada_cache_entries")
@@ -367,15 +373,9 @@ async fn the_adapter_threshold_decides_trained_verdicts() {
 
 /// `cada_adapter_info` of `/metrics`: the adapter version whose series is 1.
 async fn served_in_metrics(client: &reqwest::Client, base: &str) -> String {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
+    metrics(client, base)
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
+        .lines()
         .filter_map(|l| l.strip_prefix("cada_adapter_info{adapter=\""))
         .filter_map(|l| l.split_once("\"} "))
         .find(|(_, value)| value.trim() == "1")

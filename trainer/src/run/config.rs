@@ -222,7 +222,7 @@ impl Default for WarmStart {
             verdict_weight: 10.0,
             reasoning_sentences: 1,
             answer_sentences: 1,
-            framing: 0.3,
+            framing: 0.5,
             lr_schedule: LrSchedule::Cosine,
         }
     }
@@ -260,7 +260,7 @@ impl Default for Calibrate {
         Self {
             data: Some(PathBuf::from("configs/policy/calib.jsonl")),
             holdout: 0.0,
-            min_benign_compliance: 0.90,
+            min_benign_compliance: 0.88,
         }
     }
 }

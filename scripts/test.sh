@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# Free disk first in the log: a full release build with its test binaries takes about 2 GB.
+echo "test.sh: $(df -h --output=avail . | tail -1 | tr -d ' ') free on the build disk" >&2
 scripts/setup.sh --test
 # A real PostgreSQL server on loopback for the shared-store tests (installed and started if needed).
 CADA_TEST_POSTGRES_URL="${CADA_TEST_POSTGRES_URL:-$(scripts/test-postgres.sh)}"

@@ -80,10 +80,14 @@ pub(super) fn parse_label(s: Option<&str>, id: &str) -> Result<Option<Label>> {
     .transpose()
 }
 
-/// Columns of `cases` that [`ExportRow`] holds, in its order, for a labelled case; a pending case
-/// selects its `verdict` for `label` and no note.
+/// Columns of `cases` that [`ExportRow`] holds, in its order, for a labelled case.
 pub(super) const EXPORT_COLUMNS: &str =
     "id, request, messages, label, reviewer_note, policy_version, created";
+
+/// [`EXPORT_COLUMNS`] for a pending case: its served `verdict` stands for the label, and it has
+/// no note (`CAST`, not `::text`, so both backends read it).
+pub(super) const PENDING_EXPORT_COLUMNS: &str =
+    "id, request, messages, verdict, CAST(NULL AS TEXT), policy_version, created";
 
 /// A case row as `export` reads it from either backend, before decoding.
 pub(super) struct ExportRow {

@@ -15,6 +15,7 @@ pub mod config;
 mod gate;
 mod metrics;
 mod plot;
+mod promotion;
 mod report;
 mod rollout;
 mod train;
@@ -853,18 +854,9 @@ fn gate_and_promote(
         .map_err(|e| TrainError::new("eval", e))?;
     save_report(&outcome.run_dir, "candidate", &report)?;
     let candidate = figures_of(&report);
-    let better = candidate.harmful_refusal_rate > baseline.harmful_refusal_rate;
-    let kept = candidate.benign_compliance_rate
-        >= baseline.benign_compliance_rate - config.promote.benign_tolerance;
-    outcome.decision = match (better, kept) {
-        (true, true) => "passes: harmful refusal improves and benign compliance holds".into(),
-        (false, _) => "rejected: harmful refusal does not improve".into(),
-        (true, false) => format!(
-            "rejected: benign compliance drops more than {:.0} points",
-            config.promote.benign_tolerance * 100.0
-        ),
-    };
-    if better && kept && opts.promote && config.promote.eval_limit == 0 {
+    let decision = promotion::decide(&baseline, &candidate, &config.promote);
+    outcome.decision = decision.reason;
+    if decision.passes && opts.promote && config.promote.eval_limit == 0 {
         let entry = AdapterEntry {
             version: outcome.run_id.clone(),
             parent: None,

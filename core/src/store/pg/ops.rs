@@ -15,6 +15,7 @@ use super::{PgStore, LOCK_CASES};
 use crate::policy::Label;
 use crate::store::codec::{
     check_precedents, from_json, new_id, now, to_i64, to_json, union_into, Result, EXPORT_COLUMNS,
+    PENDING_EXPORT_COLUMNS,
 };
 use crate::store::embedding;
 use crate::store::{
@@ -261,10 +262,12 @@ impl PgStore {
             return Ok(out);
         }
         let rows = client.query(
-            "SELECT id, request, messages, verdict, NULL::text, policy_version, created FROM cases c
-             WHERE status = 'pending'
-               AND (SELECT max(created) FROM feedback f WHERE f.case_id = c.id) >= $1
-             ORDER BY created, seq",
+            &format!(
+                "SELECT {PENDING_EXPORT_COLUMNS} FROM cases c
+                 WHERE status = 'pending'
+                   AND (SELECT max(created) FROM feedback f WHERE f.case_id = c.id) >= $1
+                 ORDER BY created, seq"
+            ),
             &[&filter.since.unwrap_or(i64::MIN)],
         )?;
         let rows = rows.iter().map(export_row).collect::<Result<Vec<_>>>()?;

@@ -21,7 +21,9 @@ mod read;
 mod schema;
 mod write;
 
-use super::codec::{check_precedents, new_id, now, to_i64, to_json, Result, EXPORT_COLUMNS};
+use super::codec::{
+    check_precedents, new_id, now, to_i64, to_json, Result, EXPORT_COLUMNS, PENDING_EXPORT_COLUMNS,
+};
 use read::{case_from_row, export_row, feedback_of, get_case, read_response, CASE_COLUMNS};
 use write::{insert_case, link_response, merge_into, nearest_pending};
 
@@ -295,12 +297,12 @@ impl SqliteStore {
         if !filter.include_feedback {
             return Ok(out);
         }
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, request, messages, verdict, NULL, policy_version, created FROM cases c
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {PENDING_EXPORT_COLUMNS} FROM cases c
              WHERE status = 'pending'
                AND (SELECT max(created) FROM feedback f WHERE f.case_id = c.id) >= ?1
-             ORDER BY created, seq",
-        )?;
+             ORDER BY created, seq"
+        ))?;
         let mut rows = stmt.query([filter.since.unwrap_or(i64::MIN)])?;
         while let Some(row) = rows.next()? {
             let row = export_row(row)?;

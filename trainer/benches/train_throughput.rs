@@ -28,11 +28,14 @@ fn main() {
     let path = registry.resolve_chat(None).expect("model").path;
     let model = Llama::load(&path, &Device::Cpu).expect("load");
     let lora = model
-        .new_lora(LoraConfig {
-            rank: 16,
-            alpha: 32.0,
-            ..LoraConfig::default()
-        })
+        .new_lora(
+            LoraConfig {
+                rank: 16,
+                alpha: 32.0,
+                ..LoraConfig::default()
+            },
+            1,
+        )
         .expect("lora");
     let ids: Vec<u32> = (0..BATCH * LEN)
         .map(|i| (i * 7919 % 40000) as u32 + 100)
@@ -48,7 +51,7 @@ fn main() {
     let tokens = (BATCH * LEN) as f64;
     let ctx = AdapterCtx {
         lora: Some(&lora),
-        train: true,
+        dropout_seed: Some(1),
     };
 
     let mut fwd = Vec::new();
@@ -62,7 +65,7 @@ fn main() {
                 &targets,
                 AdapterCtx {
                     lora: Some(&lora),
-                    train: false,
+                    dropout_seed: None,
                 },
             )
             .expect("forward");

@@ -154,7 +154,8 @@ pub fn read(path: &Path, model: &Llama) -> Result<(Lora, AdapterMeta), ModelErro
         dropout: 0.0,
         targets,
     };
-    let lora = model.new_lora(config)?;
+    // The seed is irrelevant: every tensor is overwritten from the file.
+    let lora = model.new_lora(config, 0)?;
     if tensors.len() != 2 * lora.pairs.len() {
         return Err(ModelError::Metadata(format!(
             "adapter has {} tensors, {} expected",

@@ -84,7 +84,13 @@ pub fn candle_logprobs(
     tokens: &[u32],
 ) -> Result<LogProbs, ModelError> {
     let ids = Tensor::new(tokens, model.device())?.unsqueeze(0)?;
-    let hidden = model.hidden(&ids, AdapterCtx { lora, train: false })?;
+    let hidden = model.hidden(
+        &ids,
+        AdapterCtx {
+            lora,
+            dropout_seed: None,
+        },
+    )?;
     let logp = candle_nn::ops::log_softmax(&model.logits(&hidden.squeeze(0)?)?, D::Minus1)?;
     Ok(logp.to_vec2::<f32>()?)
 }

@@ -52,7 +52,7 @@ fn candle_agrees_with_llama_cpp_with_and_without_an_adapter() {
     assert!(base.mean_abs_logprob_diff < 0.1, "{base:?}");
 
     // An adapter with random B: large enough to move the model visibly.
-    let lora = model.new_lora(LoraConfig::default()).expect("lora");
+    let lora = model.new_lora(LoraConfig::default(), 1).expect("lora");
     // Fixed values (A is random at creation) so the figures are the same every run.
     for (i, p) in lora.pairs.values().enumerate() {
         let a_std = 1.0 / (p.a.dims()[1] as f32).sqrt();

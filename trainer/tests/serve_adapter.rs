@@ -58,7 +58,7 @@ fn registry_and_model(dir: &Path) -> (PathBuf, Llama) {
 
 /// An adapter with random B, large enough to change greedy answers.
 fn write_adapter(model: &Llama, seed: u64, path: &Path) {
-    let lora = model.new_lora(LoraConfig::default()).expect("lora");
+    let lora = model.new_lora(LoraConfig::default(), 1).expect("lora");
     for (i, p) in lora.pairs.values().enumerate() {
         let b = seeded_normal(p.b.dims(), 0.1, seed * 1000 + i as u64, &Device::Cpu).expect("b");
         p.b.set(&b).expect("set");
@@ -321,7 +321,7 @@ async fn the_adapter_threshold_decides_trained_verdicts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (registry, model) = registry_and_model(dir.path());
     let path = dir.path().join("eager.gguf");
-    let lora = model.new_lora(LoraConfig::default()).expect("lora");
+    let lora = model.new_lora(LoraConfig::default(), 1).expect("lora");
     // Every verdict probability has log-odds above -29: this adapter refuses everything.
     let meta = AdapterMeta {
         refuse_log_odds: Some(-29.0),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::lora::{Linear, Lora, Target};
+use super::lora::{Applied, Linear, Lora, Target};
 use super::{LlamaConfig, ModelError};
 
 /// Takes a named tensor out of the loaded map, checking its shape.
@@ -116,16 +116,23 @@ impl Rope {
 #[derive(Debug, Clone, Copy)]
 pub struct AdapterCtx<'a> {
     pub lora: Option<&'a Lora>,
-    /// Dropout applies only while training.
-    pub train: bool,
+    /// Some while training: the seed of this forward pass's dropout masks (one stream per
+    /// projection). None: no dropout.
+    pub dropout_seed: Option<u64>,
 }
 
 impl AdapterCtx<'_> {
     fn linear(&self, linear: &Linear, name: &str, x: &Tensor) -> candle_core::Result<Tensor> {
         let pair = self.lora.and_then(|l| {
             l.pairs.get(name).map(|p| {
-                let dropout = if self.train { l.config.dropout } else { 0.0 };
-                (p, l.config.scale(), dropout)
+                let dropout = self
+                    .dropout_seed
+                    .map(|seed| (l.config.dropout, super::seeded::stream(seed, name)));
+                Applied {
+                    pair: p,
+                    scale: l.config.scale(),
+                    dropout,
+                }
             })
         });
         linear.forward(x, pair)

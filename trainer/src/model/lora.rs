@@ -129,17 +129,25 @@ pub struct Lora {
 
 impl Lora {
     /// A fresh adapter: `A` uniform in +-1/sqrt(in) (PEFT's Kaiming default), `B` zero.
-    /// `shapes` gives (base name, out, in) for every adapted projection.
+    /// `shapes` gives (base name, out, in) for every adapted projection; `seed` fixes `A`.
     pub fn new(
         config: LoraConfig,
         shapes: &[(String, usize, usize)],
         device: &Device,
+        seed: u64,
     ) -> Result<Self, ModelError> {
         config.validate()?;
         let mut pairs = BTreeMap::new();
         for (name, out, inp) in shapes {
             let bound = 1.0 / (*inp as f32).sqrt();
-            let a = Var::rand(-bound, bound, (config.rank, *inp), device)?;
+            let a = super::seeded::uniform(
+                (config.rank, *inp),
+                -bound,
+                bound,
+                super::seeded::stream(seed, name),
+                device,
+            )?;
+            let a = Var::from_tensor(&a)?;
             let b = Var::zeros((*out, config.rank), DType::F32, device)?;
             pairs.insert(name.clone(), LoraPair { a, b });
         }
@@ -197,6 +205,16 @@ impl Lora {
     }
 }
 
+/// A LoRA pair as one forward pass applies it.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied<'a> {
+    pub pair: &'a LoraPair,
+    /// alpha / rank.
+    pub scale: f64,
+    /// (probability, mask seed) while training; none otherwise.
+    pub dropout: Option<(f32, u64)>,
+}
+
 /// A projection: frozen weight, optionally with its LoRA pair.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -213,20 +231,21 @@ impl Linear {
         &self.weight
     }
 
-    /// `x W^T`, plus `scale * dropout(x) A^T B^T` when an adapter pair is given.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        lora: Option<(&LoraPair, f64, f32)>,
-    ) -> candle_core::Result<Tensor> {
+    /// `x W^T`, plus `scale * dropout(x) A^T B^T` when an adapter pair is given; dropout
+    /// (probability, mask seed) only while training.
+    pub fn forward(&self, x: &Tensor, lora: Option<Applied<'_>>) -> candle_core::Result<Tensor> {
         let base = super::frozen::frozen_matmul(x, &self.weight)?;
-        let Some((pair, scale, dropout)) = lora else {
+        let Some(Applied {
+            pair,
+            scale,
+            dropout,
+        }) = lora
+        else {
             return Ok(base);
         };
-        let x = if dropout > 0.0 {
-            candle_nn::ops::dropout(x, dropout)?
-        } else {
-            x.clone()
+        let x = match dropout {
+            Some((p, seed)) if p > 0.0 => super::seeded::dropout(x, p, seed)?,
+            _ => x.clone(),
         };
         let delta = x
             .broadcast_matmul(&pair.a.as_tensor().t()?)?

@@ -6,6 +6,7 @@ mod config;
 mod frozen;
 mod layers;
 pub mod lora;
+pub mod seeded;
 pub mod tiny;
 
 use std::collections::HashMap;
@@ -122,10 +123,10 @@ impl Llama {
             .collect()
     }
 
-    /// A fresh adapter for this model.
-    pub fn new_lora(&self, config: LoraConfig) -> Result<Lora, ModelError> {
+    /// A fresh adapter for this model; `seed` fixes its initial `A`.
+    pub fn new_lora(&self, config: LoraConfig, seed: u64) -> Result<Lora, ModelError> {
         let shapes = self.lora_shapes(&config.targets);
-        Lora::new(config, &shapes, &self.device)
+        Lora::new(config, &shapes, &self.device, seed)
     }
 
     /// Final hidden states (after the output norm): batch x seq x hidden. Sequences start at

@@ -12,10 +12,24 @@ fn ids(rows: &[&[u32]]) -> Tensor {
     Tensor::from_vec(flat, (rows.len(), t), &Device::Cpu).unwrap()
 }
 
+/// Every adapter value, A then B per projection.
+fn lora_values(lora: &Lora) -> Vec<f32> {
+    lora.vars()
+        .iter()
+        .flat_map(|v| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
 fn plain() -> AdapterCtx<'static> {
     AdapterCtx {
         lora: None,
-        train: false,
+        dropout_seed: None,
     }
 }
 
@@ -40,7 +54,7 @@ fn right_padding_does_not_change_real_positions() {
 #[test]
 fn a_fresh_adapter_changes_nothing() {
     let m = tiny::model(2, &Device::Cpu).unwrap();
-    let lora = m.new_lora(LoraConfig::default()).unwrap();
+    let lora = m.new_lora(LoraConfig::default(), 1).unwrap();
     assert_eq!(lora.pairs.len(), 7 * m.config.n_layers);
     let x = ids(&[&[1, 2, 3, 4]]);
     let base = m.hidden(&x, plain()).unwrap();
@@ -49,7 +63,7 @@ fn a_fresh_adapter_changes_nothing() {
             &x,
             AdapterCtx {
                 lora: Some(&lora),
-                train: false,
+                dropout_seed: None,
             },
         )
         .unwrap();
@@ -63,16 +77,19 @@ fn a_fresh_adapter_changes_nothing() {
 fn every_lora_parameter_receives_a_gradient() {
     let m = tiny::model(3, &Device::Cpu).unwrap();
     let lora = m
-        .new_lora(LoraConfig {
-            dropout: 0.1,
-            ..LoraConfig::default()
-        })
+        .new_lora(
+            LoraConfig {
+                dropout: 0.1,
+                ..LoraConfig::default()
+            },
+            1,
+        )
         .unwrap();
     let mut opt = AdamW::new(lora.vars(), AdamWConfig::default()).unwrap();
     let x = ids(&[&[1, 2, 3, 4, 5, 6], &[7, 8, 9, 10, 11, 12]]);
     let ctx = AdapterCtx {
         lora: Some(&lora),
-        train: true,
+        dropout_seed: Some(11),
     };
     let positions = vec![vec![1, 2, 3, 4], vec![2, 3, 4]];
     let targets = vec![vec![3, 4, 5, 6], vec![10, 11, 12]];
@@ -113,7 +130,7 @@ fn every_lora_parameter_receives_a_gradient() {
 #[test]
 fn loss_decreases_on_a_tiny_fixed_batch() {
     let m = tiny::model(4, &Device::Cpu).unwrap();
-    let lora = m.new_lora(LoraConfig::default()).unwrap();
+    let lora = m.new_lora(LoraConfig::default(), 1).unwrap();
     let mut opt = AdamW::new(
         lora.vars(),
         AdamWConfig {
@@ -127,7 +144,7 @@ fn loss_decreases_on_a_tiny_fixed_batch() {
     let targets = vec![vec![2, 3, 4, 5, 6]];
     let ctx = AdapterCtx {
         lora: Some(&lora),
-        train: true,
+        dropout_seed: Some(11),
     };
     let mut losses = Vec::new();
     for _ in 0..30 {
@@ -150,7 +167,7 @@ fn loss_decreases_on_a_tiny_fixed_batch() {
 fn accumulation_averages_and_clipping_reports_the_norm() {
     let m = tiny::model(5, &Device::Cpu).unwrap();
     let run = |micro: usize| {
-        let lora = m.new_lora(LoraConfig::default()).unwrap();
+        let lora = m.new_lora(LoraConfig::default(), 1).unwrap();
         // Same start for both runs.
         for (i, v) in lora.vars().iter().enumerate() {
             let t = Tensor::ones(v.shape(), candle_core::DType::F32, &Device::Cpu).unwrap();
@@ -167,7 +184,7 @@ fn accumulation_averages_and_clipping_reports_the_norm() {
         let x = ids(&[&[1, 2, 3, 4]]);
         let ctx = AdapterCtx {
             lora: Some(&lora),
-            train: false,
+            dropout_seed: None,
         };
         for _ in 0..micro {
             let logp = m
@@ -177,18 +194,7 @@ fn accumulation_averages_and_clipping_reports_the_norm() {
                 .unwrap();
         }
         let info = opt.update().unwrap().unwrap();
-        let values: Vec<f32> = lora
-            .vars()
-            .iter()
-            .flat_map(|v| {
-                v.as_tensor()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-            })
-            .collect();
-        (info, values)
+        (info, lora_values(&lora))
     };
     let (one, a) = run(1);
     let (two, b) = run(2);
@@ -206,12 +212,15 @@ fn accumulation_averages_and_clipping_reports_the_norm() {
 fn adapters_round_trip_through_gguf() {
     let m = tiny::model(6, &Device::Cpu).unwrap();
     let lora = m
-        .new_lora(LoraConfig {
-            rank: 4,
-            alpha: 8.0,
-            targets: vec![Target::AttnQ, Target::FfnDown],
-            ..LoraConfig::default()
-        })
+        .new_lora(
+            LoraConfig {
+                rank: 4,
+                alpha: 8.0,
+                targets: vec![Target::AttnQ, Target::FfnDown],
+                ..LoraConfig::default()
+            },
+            1,
+        )
         .unwrap();
     for p in lora.pairs.values() {
         p.b.set(&tiny::seeded_normal(p.b.dims(), 0.1, 9, &Device::Cpu).unwrap())
@@ -242,4 +251,53 @@ fn adapters_round_trip_through_gguf() {
             assert_eq!(d.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
         }
     }
+}
+
+/// A run's `seed` fixes the adapter's initial `A` and every dropout mask: two trainings with one
+/// seed end with identical weights (candle's own generator cannot be seeded, and made them
+/// differ), and another dropout seed trains differently.
+#[test]
+fn one_seed_trains_the_same_adapter_twice() {
+    let m = tiny::model(5, &Device::Cpu).unwrap();
+    let x = ids(&[&[1, 2, 3, 4, 5, 6], &[7, 8, 9, 10, 11, 12]]);
+    let positions = vec![vec![1, 2, 3, 4], vec![2, 3, 4]];
+    let targets = vec![vec![3, 4, 5, 6], vec![10, 11, 12]];
+    let train = |init_seed: u64, dropout_seeds: [u64; 3]| -> Vec<f32> {
+        let lora = m
+            .new_lora(
+                LoraConfig {
+                    dropout: 0.3,
+                    ..LoraConfig::default()
+                },
+                init_seed,
+            )
+            .unwrap();
+        let mut opt = AdamW::new(lora.vars(), AdamWConfig::default()).unwrap();
+        for seed in dropout_seeds {
+            let ctx = AdapterCtx {
+                lora: Some(&lora),
+                dropout_seed: Some(seed),
+            };
+            let l = loss::sft(&m.token_logprobs(&x, &positions, &targets, ctx).unwrap()).unwrap();
+            opt.accumulate(&l.backward().unwrap()).unwrap();
+            opt.update().unwrap();
+        }
+        lora_values(&lora)
+    };
+    let first = train(7, [1, 2, 3]);
+    assert_eq!(
+        first,
+        train(7, [1, 2, 3]),
+        "one seed, two different adapters"
+    );
+    assert_ne!(
+        first,
+        train(7, [1, 2, 4]),
+        "the dropout seed changed nothing"
+    );
+    assert_ne!(
+        first,
+        train(8, [1, 2, 3]),
+        "the initial seed changed nothing"
+    );
 }

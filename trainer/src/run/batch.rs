@@ -106,7 +106,7 @@ mod tests {
                 &m,
                 AdapterCtx {
                     lora: None,
-                    train: false,
+                    dropout_seed: None,
                 },
             )
             .unwrap();

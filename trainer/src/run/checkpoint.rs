@@ -122,7 +122,7 @@ mod tests {
     fn a_checkpoint_restores_adapter_and_optimiser() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny::model(3, &Device::Cpu).unwrap();
-        let lora = model.new_lora(LoraConfig::default()).unwrap();
+        let lora = model.new_lora(LoraConfig::default(), 1).unwrap();
         let mut opt = AdamW::new(lora.vars(), AdamWConfig::default()).unwrap();
         for v in lora.vars() {
             v.set(&(v.as_tensor().ones_like().unwrap() * 0.5).unwrap())
@@ -153,7 +153,7 @@ mod tests {
         let loaded = Checkpoint::load(dir.path()).unwrap().expect("checkpoint");
         assert_eq!(loaded, state);
 
-        let fresh = model.new_lora(LoraConfig::default()).unwrap();
+        let fresh = model.new_lora(LoraConfig::default(), 1).unwrap();
         let mut fresh_opt = AdamW::new(fresh.vars(), AdamWConfig::default()).unwrap();
         loaded.restore(dir.path(), &fresh, &mut fresh_opt).unwrap();
         assert_eq!(fresh_opt.step, 7);

@@ -69,7 +69,7 @@ pub struct TrainConfig {
     pub budget_minutes: f64,
     /// llama.cpp threads for rollouts and evaluation (0 = every core).
     pub threads: u32,
-    /// Seed for shuffling and sampling.
+    /// Seed of the adapter's initial values, its dropout masks, shuffling, framings and sampling.
     pub seed: u64,
     pub condition: Condition,
     pub lora: LoraConfig,

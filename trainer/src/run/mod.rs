@@ -157,7 +157,7 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         started + Duration::from_secs_f64((config.budget_minutes * 60.0 - prior_seconds).max(0.0));
     let device = candle_core::Device::Cpu;
     let model = Llama::load(&base, &device)?;
-    let lora = model.new_lora(config.lora.clone())?;
+    let lora = model.new_lora(config.lora.clone(), config.seed)?;
     eprintln!(
         "model loaded: {} layers, LoRA rank {} on {} projections ({} parameters)",
         model.config.n_layers,
@@ -171,6 +171,7 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         opt: AdamW::new(lora.vars(), config.optim.clone())?,
         metrics: &mut metrics,
         rng: train::rng(config.seed),
+        seed: config.seed,
         deadline,
         updates: 0,
     };

@@ -75,7 +75,11 @@ mod tests {
         assert!(d.passes, "{}", d.reason);
         let d = decide(&base, &figures(0.9, 0.84), &rule(0.15, 0.85));
         assert!(!d.passes);
-        assert!(d.reason.contains("drops more than 15 points"), "{}", d.reason);
+        assert!(
+            d.reason.contains("drops more than 15 points"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
@@ -90,7 +94,11 @@ mod tests {
         let served = figures(0.6, 0.95);
         assert!(decide(&served, &figures(0.7, 0.90), &rule(0.05, 0.0)).passes);
         let d = decide(&served, &figures(0.7, 0.89), &rule(0.05, 0.0));
-        assert!(d.reason.contains("drops more than 5 points"), "{}", d.reason);
+        assert!(
+            d.reason.contains("drops more than 5 points"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]

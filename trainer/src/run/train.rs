@@ -26,25 +26,34 @@ pub struct Trainer<'a> {
     pub opt: AdamW,
     pub metrics: &'a mut Metrics,
     pub rng: rand::rngs::StdRng,
+    /// The run's seed; with the update count it fixes each forward pass's dropout masks.
+    pub seed: u64,
     /// When the training budget runs out.
     pub deadline: Instant,
     /// Optimiser updates so far, over all phases.
     pub updates: usize,
 }
 
-fn train_ctx(lora: &Lora) -> AdapterCtx<'_> {
+/// The adapter in training, its dropout masks drawn from `seed`.
+fn train_ctx(lora: &Lora, seed: u64) -> AdapterCtx<'_> {
     AdapterCtx {
         lora: Some(lora),
-        train: true,
+        dropout_seed: Some(seed),
     }
 }
 
 const NO_ADAPTER: AdapterCtx<'static> = AdapterCtx {
     lora: None,
-    train: false,
+    dropout_seed: None,
 };
 
 impl Trainer<'_> {
+    /// The dropout seed of pass `pass` of `phase` at the current update: fixed by where the run
+    /// stands, so a run with one seed repeats, resumed or not.
+    fn dropout_seed(&self, phase: &str, pass: usize) -> u64 {
+        crate::model::seeded::stream(self.seed, &format!("{phase} {} {pass}", self.updates))
+    }
+
     pub fn out_of_time(&self) -> bool {
         Instant::now() >= self.deadline
     }
@@ -100,7 +109,8 @@ impl Trainer<'_> {
             let started = Instant::now();
             let picked: Vec<&Sequence> = idx.iter().map(|&i| &seqs[i]).collect();
             let batch = Batch::new(self.model, &picked)?;
-            let logp = batch.logprobs(self.model, train_ctx(self.lora))?;
+            let seed = self.dropout_seed("warm_start", b);
+            let logp = batch.logprobs(self.model, train_ctx(self.lora, seed))?;
             let l = loss::weighted_sft(&logp, &batch.weights(cfg.verdict_weight)?)?;
             self.opt.accumulate(&l.backward()?)?;
             let value = l.to_scalar::<f32>()?;
@@ -166,7 +176,8 @@ impl Trainer<'_> {
             let picked: Vec<&Sequence> = seqs.iter().collect();
             let batch = Batch::new(self.model, &picked)?;
             let reference = batch.logprobs(self.model, NO_ADAPTER)?.detach();
-            let new = batch.logprobs(self.model, train_ctx(self.lora))?;
+            let seed = self.dropout_seed("grpo", tokens);
+            let new = batch.logprobs(self.model, train_ctx(self.lora, seed))?;
             // One update per batch of rollouts: the sampling policy is the current one.
             let old = new.detach();
             let out = loss::grpo(&new, &old, &reference, &adv, &batch.segments, &config)?;
@@ -208,7 +219,8 @@ impl Trainer<'_> {
                     Ok(batch.segments.sums(&batch.logprobs(self.model, ctx)?)?)
                 };
                 let reference = sums(NO_ADAPTER)?.detach();
-                let policy = sums(train_ctx(self.lora))?;
+                let seed = self.dropout_seed("dpo", i);
+                let policy = sums(train_ctx(self.lora, seed))?;
                 let l = loss::dpo(
                     &policy.get(0)?,
                     &policy.get(1)?,

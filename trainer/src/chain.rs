@@ -86,6 +86,20 @@ pub fn verdict_sequence(
     }
 }
 
+/// The model's own reasoning (generated as `trained` mode serves it) and the forced verdict
+/// line carrying the label. Only the verdict line is scored: the verdict learns to be right after
+/// the reasoning the model actually writes, and the reasoning, right or wrong, is not reinforced.
+pub fn own_reasoning_sequence(
+    engine: &Engine,
+    prompt: &Prompt,
+    reasoning: &str,
+    verdict: Label,
+) -> Sequence {
+    let mut s = verdict_sequence(engine, prompt, reasoning, verdict);
+    s.prompt_len = s.verdict_at.unwrap_or(s.tokens.len()) - engine.token_ids(VERDICT_PREFIX).len();
+    s
+}
+
 /// The first `n` sentences of a text (all of it when `n` is 0 or it has fewer). Sentences end
 /// at `.`, `!` or `?` followed by whitespace; abbreviations may split early, which only shortens.
 pub fn first_sentences(text: &str, n: usize) -> &str {

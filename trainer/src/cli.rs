@@ -34,8 +34,8 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
     },
-    /// Train an adapter (warm start, GRPO, DPO), evaluate it through the gateway against the
-    /// promoted model and promote it when it is better.
+    /// Train an adapter (warm start, verdicts after its own reasoning, GRPO, DPO), evaluate it
+    /// through the gateway against the promoted model and promote it when it is better.
     #[command(alias = "train")]
     Run(RunArgs),
     /// Serve an earlier adapter version again (default: the current one's parent).
@@ -107,7 +107,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub skip_eval: bool,
     /// Continue a stopped, crashed or paused run from its last checkpoint (written after each
-    /// warm-start epoch and after GRPO/DPO), with the configuration it recorded.
+    /// warm-start epoch, each own-reasoning round and after GRPO/DPO), with the configuration it
+    /// recorded.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     pub resume: Option<PathBuf>,
     /// Stop, checkpointed, once this many warm-start epochs are done (train in slices).

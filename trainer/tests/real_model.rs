@@ -89,7 +89,9 @@ fn candle_agrees_with_llama_cpp_with_and_without_an_adapter() {
 fn chains_are_laid_out_as_the_gateway_serves_them() {
     use cada_core::policy::Label;
     use cada_core::{Engine, EngineConfig};
-    use cada_trainer::chain::{chain_tokens, trained_prompt, verdict_sequence};
+    use cada_trainer::chain::{
+        chain_tokens, own_reasoning_sequence, trained_prompt, verdict_sequence,
+    };
 
     let mut config = EngineConfig::new(model_path());
     config.n_slots = 1;
@@ -119,4 +121,11 @@ fn chains_are_laid_out_as_the_gateway_serves_them() {
     assert_eq!(completion, &full.tokens[..answer_starts]);
     assert_eq!(anchor.verdict_at, Some(anchor.prompt_len + full.verdict_at));
     assert!(!completion.contains(&engine.end_of_turn()));
+    // The model's own reasoning: the same tokens, but only the verdict line is scored.
+    let own = own_reasoning_sequence(&engine, &prompt, "It is fine.", Label::Refuse);
+    let written = verdict_sequence(&engine, &prompt, "It is fine.", Label::Refuse);
+    assert_eq!(own.tokens, written.tokens);
+    assert_eq!(own.verdict_at, written.verdict_at);
+    let scored = engine.detokenize(&own.tokens[own.prompt_len..]);
+    assert_eq!(scored, "\nVerdict: refuse\nAnswer:");
 }

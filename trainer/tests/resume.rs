@@ -31,11 +31,15 @@ fn trainer(args: &[&str]) -> (bool, String) {
 }
 
 fn metrics(run: &Path) -> Vec<Value> {
+    phase_lines(run, "warm_start")
+}
+
+fn phase_lines(run: &Path, phase: &str) -> Vec<Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .expect("metrics")
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
-        .filter(|v: &Value| v["phase"] == "warm_start")
+        .filter(|v: &Value| v["phase"] == phase)
         .collect()
 }
 
@@ -184,6 +188,22 @@ data = ""
         (state["epochs_done"].clone(), state["trained"].clone()),
         (2.into(), true.into())
     );
+    // After the warm start, the default two rounds trained the verdict after the model's own
+    // reasoning: each generated it for all 27 requests, then made one pass (7 updates) at the
+    // phase's constant rate.
+    assert!(text.contains("own reasoning: 2 rounds"), "{text}");
+    assert_eq!(state["own_rounds_done"], 2);
+    let own = phase_lines(&run, "own_reasoning");
+    let rounds: Vec<&Value> = own.iter().filter(|v| v["requests"] == 27).collect();
+    assert_eq!(rounds.len(), 2, "{own:?}");
+    assert!(rounds
+        .iter()
+        .all(|v| v["reasoning_tokens_mean"].as_f64().unwrap() > 0.0));
+    let passes: Vec<&Value> = own.iter().filter(|v| v["loss"].is_number()).collect();
+    assert_eq!(passes.len(), 14, "{own:?}");
+    assert!(passes
+        .iter()
+        .all(|v| v["lr"] == 2e-4 && v["verdict_nll"].is_number()));
 
     let all = metrics(&run);
     let epoch = |e: u64| -> Vec<&Value> { all.iter().filter(|v| v["epoch"] == e).collect() };

@@ -1,6 +1,7 @@
-//! Checkpoints of a run: after every warm-start epoch and once GRPO and DPO are done, the LoRA
-//! values, the AdamW moments and where the run stands, so `cada-trainer run --resume <run dir>`
-//! continues a stopped, crashed or paused run instead of starting over. The tensors are written
+//! Checkpoints of a run: after every warm-start epoch, every own-reasoning round and once GRPO
+//! and DPO are done, the LoRA values, the AdamW moments and where the run stands, so
+//! `cada-trainer run --resume <run dir>` continues a stopped, crashed or paused run instead of
+//! starting over. The tensors are written
 //! first, under a new name, and `checkpoint.json` (which names them) is renamed into place
 //! after: a crash at any point leaves the previous checkpoint whole.
 
@@ -23,6 +24,9 @@ const ADAMW_PREFIX: &str = "adamw.";
 pub struct Checkpoint {
     /// Warm-start epochs finished.
     pub epochs_done: usize,
+    /// Rounds of verdict training on the model's own reasoning finished (after the warm start).
+    #[serde(default)]
+    pub own_rounds_done: usize,
     /// GRPO and DPO finished too: what is left is export, calibration and the gate.
     pub trained: bool,
     /// Optimiser updates over all phases (metric steps continue from it).
@@ -61,8 +65,13 @@ impl Checkpoint {
         );
         let previous = self.tensors.clone();
         self.tensors = format!(
-            "checkpoint-e{}{}-u{}.safetensors",
+            "checkpoint-e{}{}{}-u{}.safetensors",
             self.epochs_done,
+            if self.own_rounds_done > 0 {
+                format!("-r{}", self.own_rounds_done)
+            } else {
+                String::new()
+            },
             if self.trained { "-trained" } else { "" },
             self.updates
         );
@@ -137,6 +146,7 @@ mod tests {
         opt.update().unwrap().expect("an update");
         let mut state = Checkpoint {
             epochs_done: 1,
+            own_rounds_done: 0,
             trained: false,
             updates: 7,
             warm_updates: 7,

@@ -76,6 +76,7 @@ pub struct TrainConfig {
     pub optim: AdamWConfig,
     pub reward: RewardConfig,
     pub warm_start: WarmStart,
+    pub own_reasoning: OwnReasoning,
     pub grpo: Grpo,
     pub dpo: Dpo,
     pub calibrate: Calibrate,
@@ -112,6 +113,21 @@ pub struct WarmStart {
     /// each epoch, label unchanged (`framing.rs`); 0 trains on the requests as written.
     pub framing: f64,
     pub lr_schedule: LrSchedule,
+}
+
+/// Verdict training on the model's own reasoning (`run/own_reasoning.rs`): the warm start
+/// teaches the verdict after written rationales, which state their conclusion, but `trained`
+/// mode reads it after the reasoning the model writes itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OwnReasoning {
+    /// Rounds after the warm start, each one greedy reasoning for every training request (as
+    /// served) and one pass training the labelled verdict after it; 0 skips.
+    pub rounds: usize,
+    /// Token cap of the reasoning: the gateway's `safety.max_reasoning_tokens`.
+    pub max_tokens: u32,
+    /// Learning rate of this phase (constant).
+    pub lr: f64,
 }
 
 /// Group-relative policy optimisation on self-generated chains.
@@ -206,6 +222,7 @@ impl Default for TrainConfig {
             },
             reward: RewardConfig::default(),
             warm_start: WarmStart::default(),
+            own_reasoning: OwnReasoning::default(),
             grpo: Grpo::default(),
             dpo: Dpo::default(),
             calibrate: Calibrate::default(),
@@ -229,6 +246,16 @@ impl Default for WarmStart {
             answer_sentences: 1,
             framing: 0.5,
             lr_schedule: LrSchedule::Cosine,
+        }
+    }
+}
+
+impl Default for OwnReasoning {
+    fn default() -> Self {
+        Self {
+            rounds: 2,
+            max_tokens: 96,
+            lr: 2e-4,
         }
     }
 }
@@ -315,9 +342,13 @@ impl TrainConfig {
         if self.budget_minutes.is_nan() || self.budget_minutes <= 0.0 {
             return Err(bad("budget_minutes", "must be positive"));
         }
-        if self.optim.lr <= 0.0 || self.grpo.lr <= 0.0 || self.dpo.lr <= 0.0 {
+        if self.optim.lr <= 0.0
+            || self.own_reasoning.lr <= 0.0
+            || self.grpo.lr <= 0.0
+            || self.dpo.lr <= 0.0
+        {
             return Err(bad(
-                "optim.lr / grpo.lr / dpo.lr",
+                "optim.lr / own_reasoning.lr / grpo.lr / dpo.lr",
                 "learning rates must be positive",
             ));
         }
@@ -339,6 +370,9 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.grpo.epsilon) || self.grpo.beta < 0.0 {
             return Err(bad("grpo.epsilon / beta", "epsilon in [0, 1), beta >= 0"));
+        }
+        if self.own_reasoning.rounds > 0 && self.own_reasoning.max_tokens == 0 {
+            return Err(bad("own_reasoning.max_tokens", "must be at least 1"));
         }
         if !(0.0..=1.0).contains(&w.framing) {
             return Err(bad("warm_start.framing", "a share in [0, 1]"));

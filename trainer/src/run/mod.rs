@@ -14,6 +14,7 @@ mod checkpoint;
 pub mod config;
 mod gate;
 mod metrics;
+mod own_reasoning;
 mod plot;
 mod promotion;
 mod report;
@@ -177,6 +178,7 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
     };
     let mut state = resumed.unwrap_or_else(|| Checkpoint {
         epochs_done: 0,
+        own_rounds_done: 0,
         trained: false,
         updates: 0,
         warm_updates: 0,
@@ -249,8 +251,19 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
                 config,
             )?);
         }
-        budget_left =
-            trainer.sft_epoch(&seqs, epoch, &config.warm_start, &mut schedule, &mut rng)?;
+        budget_left = trainer.sft_epoch(
+            "warm_start",
+            &format!(
+                "warm start epoch {}/{}",
+                epoch + 1,
+                config.warm_start.epochs
+            ),
+            &seqs,
+            epoch,
+            &config.warm_start,
+            &mut schedule,
+            &mut rng,
+        )?;
         if !budget_left {
             break;
         }
@@ -267,27 +280,50 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         started.elapsed().as_secs_f64()
     );
 
+    // Verdict rounds on the model's own reasoning, once the warm start is complete.
+    let warm_done = state.epochs_done >= config.warm_start.epochs;
+    for round in state.own_rounds_done..config.own_reasoning.rounds {
+        if state.trained || !budget_left || !warm_done || trainer.out_of_time() {
+            break;
+        }
+        engine = reload_engine(engine, &lora, &model, &base, &run_dir, config)?;
+        budget_left = own_reasoning::round(
+            &mut trainer,
+            &engine,
+            &policy,
+            retrieval.as_ref(),
+            &examples,
+            config,
+            round,
+        )?;
+        if !budget_left {
+            break;
+        }
+        state.own_rounds_done = round + 1;
+        state.note_progress(&trainer, prior_seconds + started.elapsed().as_secs_f64());
+        state.save(&run_dir, &lora, &trainer.opt)?;
+    }
+    if state.own_rounds_done > 0 {
+        eprintln!(
+            "own reasoning: {} rounds, {:.0} s",
+            state.own_rounds_done,
+            started.elapsed().as_secs_f64()
+        );
+    }
+
     // GRPO, collecting DPO pairs.
     let mut pairs = Vec::new();
     let mut exported = Exported::default();
     if config.grpo.steps > 0 && budget_left && !state.trained && !trainer.out_of_time() {
         trainer.rng = train::rng(config.seed);
         trainer.opt.config.lr = config.grpo.lr;
-        let rollout_adapter = run_dir.join("rollout-adapter.gguf");
         let mut progress = crate::progress::Progress::new("grpo", config.grpo.steps);
         for step in 0..config.grpo.steps {
             if trainer.out_of_time() {
                 break;
             }
             if step % config.grpo.reload_every.max(1) == 0 {
-                drop(engine);
-                adapter::write(
-                    &lora,
-                    &model.config,
-                    &AdapterMeta::default(),
-                    &rollout_adapter,
-                )?;
-                engine = rollout_engine(&base, Some(&rollout_adapter), config)?;
+                engine = reload_engine(engine, &lora, &model, &base, &run_dir, config)?;
             }
             let picked = trainer.pick(examples.len(), config.grpo.prompts_per_step);
             let prompts = picked
@@ -569,6 +605,22 @@ fn rollout_engine(
     c.n_threads = (config.threads > 0).then_some(config.threads);
     c.adapter = adapter.map(Path::to_path_buf);
     Engine::load(c).map_err(|e| TrainError::new("rollout engine", e))
+}
+
+/// The rollout engine again, serving the adapter as it stands (written to the run's
+/// `rollout-adapter.gguf`); the old engine is freed first.
+fn reload_engine(
+    old: Engine,
+    lora: &crate::model::Lora,
+    model: &Llama,
+    base: &Path,
+    run_dir: &Path,
+    config: &TrainConfig,
+) -> Result<Engine, TrainError> {
+    drop(old);
+    let path = run_dir.join("rollout-adapter.gguf");
+    adapter::write(lora, &model.config, &AdapterMeta::default(), &path)?;
+    rollout_engine(base, Some(&path), config)
 }
 
 /// Retrieval for case-augmented prompts.

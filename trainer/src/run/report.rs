@@ -58,11 +58,17 @@ fn charts(o: &RunOutcome, lines: &[Value]) -> Vec<Chart> {
             vec![series("loss", points(lines, "warm_start", "step", "loss"))],
         ),
         chart(
-            "warm start verdict nll by update",
-            vec![series(
-                "verdict nll",
-                points(lines, "warm_start", "step", "verdict_nll"),
-            )],
+            "verdict nll by update",
+            vec![
+                series(
+                    "after written rationales",
+                    points(lines, "warm_start", "step", "verdict_nll"),
+                ),
+                series(
+                    "after own reasoning",
+                    points(lines, "own_reasoning", "step", "verdict_nll"),
+                ),
+            ],
         ),
         chart(
             "grpo reward by step",
@@ -191,6 +197,7 @@ fn markdown(config: &TrainConfig, o: &RunOutcome, lines: &[Value]) -> String {
         ("warm_start", "loss"),
         ("warm_start", "verdict_nll"),
         ("warm_start", "tokens_per_s"),
+        ("own_reasoning", "verdict_nll"),
         ("grpo", "reward"),
         ("grpo", "reward_verdict"),
         ("grpo", "reward_consistency"),

@@ -60,10 +60,14 @@ impl Trainer<'_> {
 
     /// One supervised epoch over `seqs` (micro-batches of similar length, shuffled by `rng`),
     /// the learning rate following `cfg.lr_schedule` from `schedule.peak`. `schedule.done`
-    /// counts the warm start's updates across epochs (and resumes). Returns whether the epoch
-    /// finished (false: the budget ran out).
+    /// counts the phase's updates across epochs (and resumes). `phase` names the metrics lines
+    /// and dropout streams, `label` the progress bar. Returns whether the epoch finished (false:
+    /// the budget ran out).
+    #[allow(clippy::too_many_arguments)]
     pub fn sft_epoch(
         &mut self,
+        phase: &'static str,
+        label: &str,
         seqs: &[Sequence],
         epoch: usize,
         cfg: &WarmStart,
@@ -83,18 +87,17 @@ impl Trainer<'_> {
         };
         batches.shuffle(rng);
         let n_batches = batches.len();
-        let mut progress = Progress::new(
-            &format!("warm start epoch {}/{}", epoch + 1, cfg.epochs),
-            n_batches,
-        );
-        let finished = self.sft_batches(seqs, &batches, epoch, cfg, schedule, &mut progress);
+        let mut progress = Progress::new(label, n_batches);
+        let finished = self.sft_batches(phase, seqs, &batches, epoch, cfg, schedule, &mut progress);
         self.opt.config.lr = schedule.peak;
         progress.finish("");
         finished
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sft_batches(
         &mut self,
+        phase: &'static str,
         seqs: &[Sequence],
         batches: &[Vec<usize>],
         epoch: usize,
@@ -109,7 +112,7 @@ impl Trainer<'_> {
             let started = Instant::now();
             let picked: Vec<&Sequence> = idx.iter().map(|&i| &seqs[i]).collect();
             let batch = Batch::new(self.model, &picked)?;
-            let seed = self.dropout_seed("warm_start", b);
+            let seed = self.dropout_seed(phase, b);
             let logp = batch.logprobs(self.model, train_ctx(self.lora, seed))?;
             let l = loss::weighted_sft(&logp, &batch.weights(cfg.verdict_weight)?)?;
             self.opt.accumulate(&l.backward()?)?;
@@ -134,7 +137,7 @@ impl Trainer<'_> {
             progress.set(b + 1, &format!("loss {value:.3}"));
             self.metrics
                 .log(
-                    "warm_start",
+                    phase,
                     self.updates,
                     json!({
                         "epoch": epoch,

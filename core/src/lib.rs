@@ -11,7 +11,8 @@ pub mod store;
 
 pub use engine::{
     llama_backend, ChatMessage, ChatRole, Engine, EngineConfig, EngineError, EngineStats, Event,
-    FinishReason, FlashAttention, Generation, GenerationParams, ModelInfo, Prompt, Session, Usage,
+    Failure, FailureKind, FinishReason, FlashAttention, Generation, GenerationParams, ModelInfo,
+    Prompt, Session, Usage,
 };
 pub use llama_cpp_2;
 pub use registry::{ModelEntry, ModelKind, Registry, RegistryError, ResolvedModel};

@@ -28,6 +28,12 @@ pub enum EngineError {
     ShutDown,
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
+    /// The engine stopped serving for good (see `FailureKind`); the process should restart.
+    #[error("the engine failed ({reason}): {message}")]
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl EngineError {
@@ -43,6 +49,7 @@ impl EngineError {
             Self::Overloaded { .. } => "overloaded",
             Self::ShutDown => "engine_shut_down",
             Self::Decode(_) => "decode_failed",
+            Self::Failed { .. } => "engine_failed",
         }
     }
 }

@@ -4,7 +4,12 @@
 
 mod backend;
 mod chat;
+pub mod cpu;
 mod error;
+#[cfg(feature = "test-util")]
+pub mod fault;
+mod health;
+mod load;
 mod params;
 mod priority;
 mod sampler;
@@ -16,14 +21,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 pub use chat::{ChatMessage, ChatRole, Prompt};
 pub use error::EngineError;
+pub use health::{Failure, FailureKind};
 pub use params::{Event, FinishReason, GenerationParams, Timings, Usage};
 pub use session::Session;
 pub use text::{StopMatcher, StopOutcome, Utf8Stream};
@@ -31,7 +36,8 @@ pub use text::{StopMatcher, StopOutcome, Utf8Stream};
 pub use backend::get as llama_backend;
 
 use chat::ChatFormat;
-use worker::{Command, Worker};
+use health::Health;
+use worker::Command;
 
 /// How to load and run a model.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +65,14 @@ pub struct EngineConfig {
     /// HTTP side and the safety layer's retrieval preempt decoding on a shared CPU; 0 keeps the
     /// process's priority.
     pub nice: i32,
+    /// The longest one engine step (a decode of up to `n_batch` tokens, with sampling) may run
+    /// before the engine counts as hung and fails (see [`FailureKind::Stall`]); `None` never.
+    pub stall_after: Option<Duration>,
 }
+
+/// [`EngineConfig::stall_after`] by default: a step of the default model takes well under a
+/// second on 2 cores; a 7B model's 512-token prefill on such a machine takes tens of seconds.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(120);
 
 /// Whether llama.cpp uses flash attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -99,6 +112,7 @@ impl EngineConfig {
             flash_attention: FlashAttention::Auto,
             adapter: None,
             nice: 0,
+            stall_after: Some(DEFAULT_STALL_AFTER),
         }
     }
 }
@@ -147,6 +161,10 @@ struct Inner {
     jobs: Option<mpsc::Sender<Command>>,
     next_session: AtomicU64,
     thread: Option<JoinHandle<()>>,
+    /// Closing it stops the watchdog.
+    watchdog_stop: Option<mpsc::Sender<()>>,
+    watchdog: Option<JoinHandle<()>>,
+    health: Arc<Health>,
     model: Arc<LlamaModel>,
     format: ChatFormat,
     info: ModelInfo,
@@ -155,79 +173,9 @@ struct Inner {
 }
 
 impl Engine {
-    /// Loads the model and starts the engine thread. Blocking: call it off the async runtime.
-    pub fn load(config: EngineConfig) -> Result<Self, EngineError> {
-        let backend = backend::get()?;
-        if config.n_slots == 0 || config.ctx_per_slot < 16 || config.n_batch == 0 {
-            return Err(EngineError::Context(
-                "n_slots and n_batch must be positive and ctx_per_slot at least 16".into(),
-            ));
-        }
-        if !config.model_path.is_file() {
-            return Err(EngineError::ModelLoad {
-                path: config.model_path.display().to_string(),
-                message: "no such file".into(),
-            });
-        }
-        let stats = Arc::new(EngineStats::default());
-        let (tx, rx) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let worker_stats = Arc::clone(&stats);
-        let worker_config = config.clone();
-        // The model is loaded on the engine thread too. With OpenMP, every thread that runs
-        // llama.cpp work keeps its own worker team alive; a second team (say, from loading on
-        // the caller's thread) makes libgomp count more threads than cores and stop spinning
-        // between barriers, which measured 20-40% slower decoding on 2 cores.
-        let thread = std::thread::Builder::new()
-            .name("cada-engine".into())
-            .spawn(move || {
-                // Before any llama.cpp call: the threads it starts inherit the niceness.
-                priority::lower_this_thread(worker_config.nice);
-                let (loaded, mut adapter) = match load_model(backend, &worker_config) {
-                    Ok(loaded) => loaded,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let model = Arc::clone(&loaded.model);
-                let worker = Worker::new(
-                    backend,
-                    &model,
-                    adapter.as_mut(),
-                    &worker_config,
-                    worker_stats,
-                );
-                match worker {
-                    Ok(mut worker) => {
-                        let _ = ready_tx.send(Ok(loaded));
-                        worker.run(&rx);
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                };
-            })
-            .map_err(|e| EngineError::Backend(format!("cannot spawn the engine thread: {e}")))?;
-        let Loaded {
-            model,
-            format,
-            info,
-        } = ready_rx
-            .recv()
-            .map_err(|_| EngineError::Context("engine thread exited during start-up".into()))??;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                jobs: Some(tx),
-                next_session: AtomicU64::new(0),
-                thread: Some(thread),
-                model,
-                format,
-                info,
-                config,
-                stats,
-            }),
-        })
+    /// Why the engine stopped serving, once it has failed (see [`FailureKind`]).
+    pub fn failure(&self) -> Option<Failure> {
+        self.inner.health.failure().cloned()
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -348,70 +296,20 @@ impl Engine {
     }
 }
 
-/// What the engine thread hands back once the model is loaded.
-struct Loaded {
-    model: Arc<LlamaModel>,
-    format: ChatFormat,
-    info: ModelInfo,
-}
-
-/// Loads the model and, when configured, its adapter (which stays on the engine thread).
-fn load_model(
-    backend: &'static LlamaBackend,
-    config: &EngineConfig,
-) -> Result<(Loaded, Option<LlamaLoraAdapter>), EngineError> {
-    let params = LlamaModelParams::default().with_n_gpu_layers(config.n_gpu_layers);
-    let mut model =
-        LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| {
-            EngineError::ModelLoad {
-                path: config.model_path.display().to_string(),
-                message: e.to_string(),
-            }
-        })?;
-    let adapter = match &config.adapter {
-        Some(path) if !path.is_file() => {
-            return Err(EngineError::ModelLoad {
-                path: path.display().to_string(),
-                message: "no such adapter file".into(),
-            })
-        }
-        Some(path) => Some(
-            model
-                .lora_adapter_init(path)
-                .map_err(|e| EngineError::ModelLoad {
-                    path: path.display().to_string(),
-                    message: format!("not a LoRA adapter for this model: {e}"),
-                })?,
-        ),
-        None => None,
-    };
-    let format = ChatFormat::for_model(&model)?;
-    let info = ModelInfo {
-        name: model.meta_val_str("general.name").ok(),
-        architecture: model.meta_val_str("general.architecture").ok(),
-        n_ctx_train: model.n_ctx_train(),
-        ctx_per_slot: config.ctx_per_slot,
-        n_params: model.n_params(),
-        n_vocab: model.n_vocab(),
-        size_bytes: model.size(),
-        chat_template: format.source(),
-    };
-    Ok((
-        Loaded {
-            model: Arc::new(model),
-            format,
-            info,
-        },
-        adapter,
-    ))
-}
-
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.watchdog_stop.take();
+        if let Some(handle) = self.watchdog.take() {
+            let _ = handle.join();
+        }
         // Closing the job channel lets the worker finish what it has and exit.
         self.jobs.take();
         if let Some(handle) = self.thread.take() {
-            let _ = handle.join();
+            // A failed engine's thread may be parked or hung inside llama.cpp for good: it is
+            // left behind rather than waited for.
+            if self.health.failure().is_none() || handle.is_finished() {
+                let _ = handle.join();
+            }
         }
     }
 }

@@ -32,6 +32,12 @@ impl Session {
         }
         let id = inner.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // The engine's health keeps a (weak) sender too: a failure reaches the session even
+        // when the engine thread can no longer send.
+        if let Err(e) = inner.health.register(id, &tx) {
+            inner.stats.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
         let opened = Command::Open {
             id,
             tx,
@@ -39,6 +45,7 @@ impl Session {
         };
         if !engine.send(opened) {
             inner.stats.queued.fetch_sub(1, Ordering::SeqCst);
+            inner.health.unregister(id);
             return Err(EngineError::ShutDown);
         }
         Ok(Self {
@@ -137,14 +144,22 @@ impl Session {
         }
     }
 
-    /// Next event of the current operation; `None` once the engine is gone.
+    /// Next event of the current operation; `None` once the engine is gone (an engine that
+    /// failed answers `Event::Error(EngineError::Failed)` instead).
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        let event = self.rx.recv().await;
+        event.or_else(|| self.failed())
     }
 
     /// Blocking variant for callers outside an async runtime.
     pub fn next_blocking(&mut self) -> Option<Event> {
-        self.rx.blocking_recv()
+        let event = self.rx.blocking_recv();
+        event.or_else(|| self.failed())
+    }
+
+    fn failed(&self) -> Option<Event> {
+        let f = self.engine.inner.health.failure()?;
+        Some(Event::Error(f.into()))
     }
 }
 
@@ -161,6 +176,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         // The worker also notices the closed event channel; this frees the slot without waiting
         // for the next step.
+        self.engine.inner.health.unregister(self.id);
         self.engine.send(Command::Close { id: self.id });
     }
 }

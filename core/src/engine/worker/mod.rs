@@ -20,6 +20,9 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 use tokio::sync::mpsc::UnboundedSender;
 
+mod warm_up;
+
+use super::health::Health;
 use super::text::{StopMatcher, Utf8Stream};
 use super::{
     sampler, EngineConfig, EngineError, EngineStats, Event, FinishReason, GenerationParams,
@@ -192,15 +195,19 @@ impl<'m> Worker<'m> {
                 .any(|s| !matches!(s.task, Task::Idle) || !s.ops.is_empty())
     }
 
-    /// Serves sessions until the channel closes and all admitted work is done.
-    pub(crate) fn run(&mut self, commands: &mpsc::Receiver<Command>) {
+    /// Serves sessions until the channel closes and all admitted work is done. Each step
+    /// beats `health`'s heartbeat, so the watchdog can tell a hung step from waiting for work.
+    pub(crate) fn run(&mut self, commands: &mpsc::Receiver<Command>, health: &Health) {
         let mut open = true;
         loop {
             if !self.runnable() {
                 if !open {
                     return;
                 }
-                match commands.recv() {
+                health.idle();
+                let next = commands.recv();
+                health.working();
+                match next {
                     Ok(c) => self.handle(c),
                     Err(_) => {
                         open = false;
@@ -208,12 +215,17 @@ impl<'m> Worker<'m> {
                     }
                 }
             }
+            health.working();
             while let Ok(c) = commands.try_recv() {
                 self.handle(c);
             }
             self.drop_cancelled();
             self.admit();
             self.start_ops();
+            #[cfg(feature = "test-util")]
+            if self.runnable() {
+                super::fault::raise_armed();
+            }
             self.step();
         }
     }

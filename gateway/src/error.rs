@@ -175,7 +175,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::EmptyPrompt => (StatusCode::BAD_REQUEST, INVALID, Some("prompt")),
             EngineError::Template(_) => (StatusCode::BAD_REQUEST, INVALID, None),
-            EngineError::Overloaded { .. } | EngineError::ShutDown => {
+            EngineError::Overloaded { .. } | EngineError::ShutDown | EngineError::Failed { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "server_error", None)
             }
             EngineError::Backend(_)

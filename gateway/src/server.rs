@@ -151,9 +151,11 @@ async fn handle(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<Resp
     Ok(in_flight.respond(resp))
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then drains in-flight requests.
-/// The model loads in the background: `/readyz` says 503 until it is ready, and a failed load
-/// ends `run` with the error.
+/// Serves the gateway on `listener` until `shutdown` completes, then drains in-flight requests
+/// and the case store. The model loads in the background: `/readyz` says 503 until it is ready,
+/// and a failed load ends `run` with the error. An engine that fails while serving (see
+/// `cada_core::FailureKind`) turns health and readiness to 503 and ends `run` with its error
+/// `engine.exit_after_failure_secs` later, drained the same way, so a supervisor restarts it.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -182,6 +184,13 @@ pub async fn run(
     };
     let mut loading = true;
     let mut watcher: Option<tokio::task::JoinHandle<()>> = None;
+    // Whether the engine failed, checked a few times a second (the engine can be replaced by an
+    // adapter swap, so the served one is read each time); the exit follows after a hold.
+    let mut health_check = tokio::time::interval(Duration::from_millis(250));
+    let mut failed: Option<cada_core::Failure> = None;
+    let exit_after = Duration::from_secs(state.config.engine.exit_after_failure_secs);
+    let exit = tokio::time::sleep(Duration::from_secs(u32::MAX.into()));
+    tokio::pin!(exit);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -232,6 +241,20 @@ pub async fn run(
                     Err(e) => return Err(GatewayError::Internal(format!("model loader panicked: {e}"))),
                 }
             }
+            _ = health_check.tick(), if failed.is_none() && !loading => {
+                if let Some(f) = state.engine_failure() {
+                    state.metrics.engine_failed(f.kind);
+                    tracing::error!(
+                        reason = f.kind.as_str(),
+                        message = %f.message,
+                        exit_after_secs = exit_after.as_secs(),
+                        "the engine failed: /healthz, /readyz and inference answer 503; the gateway drains and exits"
+                    );
+                    exit.as_mut().reset(tokio::time::Instant::now() + exit_after);
+                    failed = Some(f);
+                }
+            }
+            () = &mut exit, if failed.is_some() => break,
             () = &mut shutdown => break,
         }
     }
@@ -247,7 +270,19 @@ pub async fn run(
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
-    Ok(())
+    // Everything the store acknowledged (response records, cases, feedback) is written before
+    // `run` returns, whatever connections are left.
+    if let Some(safety) = state.safety() {
+        match tokio::time::timeout(grace.max(Duration::from_secs(1)), safety.store.flush()).await {
+            Ok(Ok(())) => tracing::info!("case store drained"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "case store drain failed"),
+            Err(_) => tracing::warn!("case store drain did not finish within the grace period"),
+        }
+    }
+    match failed.or_else(|| state.engine_failure()) {
+        Some(f) => Err(GatewayError::Engine(cada_core::EngineError::from(&f))),
+        None => Ok(()),
+    }
 }
 
 /// The next connection on the metrics listener; never, without one.

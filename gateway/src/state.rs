@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use cada_core::adapters::AdapterRegistry;
 use cada_core::policy::VerdictRule;
 use cada_core::registry::resolve_path;
-use cada_core::{Engine, EngineConfig, Registry};
+use cada_core::{Engine, EngineConfig, Failure, Registry};
 
 use crate::admission::Admission;
 use crate::auth::Keys;
@@ -94,13 +94,22 @@ impl AppState {
         self.safety.get()
     }
 
-    /// The served model for a request naming `model`: 503 while loading, 404 for another model.
+    /// The served model for a request naming `model`: 503 while loading or once the engine
+    /// has failed, 404 for another model.
     pub fn engine_for(&self, model: &str) -> Result<Arc<Served>, ApiError> {
         let served = self.served().ok_or_else(ApiError::not_ready)?;
+        if let Some(f) = served.engine.failure() {
+            return Err(cada_core::EngineError::from(&f).into());
+        }
         if served.name != model {
             return Err(ApiError::model_not_found(model));
         }
         Ok(served)
+    }
+
+    /// Why the served engine stopped, once it has failed.
+    pub fn engine_failure(&self) -> Option<Failure> {
+        self.served()?.engine.failure()
     }
 
     /// The adapter registry next to the model registry.
@@ -153,6 +162,8 @@ impl AppState {
             flash_attention: c.engine.flash_attention,
             adapter: adapter.map(Path::to_path_buf),
             nice: c.engine.nice,
+            stall_after: (c.engine.stall_secs > 0)
+                .then(|| std::time::Duration::from_secs(c.engine.stall_secs)),
         }
     }
 

@@ -152,6 +152,16 @@ def dockerfile_problems(dockerfile: Path, text: str | None = None) -> list[str]:
             if cuda and feat != "cuda":
                 problems.append(f"{name}: unexpected feature {spec}")
 
+    # Images run on other hosts than the builder: the CPU baseline is a named x86-64 level
+    # (the README states which), never the builder's own CPU.
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1].strip('"') for ins, a in instructions if ins == "ARG" and "=" in a}
+    cpu_flag = re.search(r"target-cpu=(\S+)", args.get("RUSTFLAGS", ""))
+    if not cpu_flag or not re.fullmatch(r"x86-64(-v[1-4])?", cpu_flag.group(1)):
+        problems.append(f"{name}: ARG RUSTFLAGS must build for a portable x86-64 level (target-cpu=x86-64-vN), not {args.get('RUSTFLAGS')!r}")
+    env_lines = " ".join(a for ins, a in instructions if ins == "ENV")
+    if "RUSTFLAGS=${RUSTFLAGS}" not in env_lines.split():
+        problems.append(f"{name}: ENV RUSTFLAGS=${{RUSTFLAGS}} must hand the baseline to cargo")
+
     patterns = dockerignore_patterns(dockerfile)
     copies = [a for ins, a in instructions if ins == "COPY" and "--from=" not in a]
     for args in copies:
@@ -234,5 +244,9 @@ def test_dockerfile_checks_can_fail():
         DOCKERFILES[0], cpu.replace("USER 10001:10001", "USER cada")))
     assert any("CADA_LISTN" in p for p in dockerfile_problems(
         DOCKERFILES[0], cpu.replace("CADA_LISTEN=", "CADA_LISTN=")))
+    assert any("portable" in p for p in dockerfile_problems(
+        DOCKERFILES[0], cpu.replace('ARG RUSTFLAGS="-C target-cpu=x86-64-v3"', 'ARG RUSTFLAGS="-C target-cpu=native"')))
+    assert any("portable" in p for p in dockerfile_problems(
+        DOCKERFILES[1], cuda.replace('ARG RUSTFLAGS="-C target-cpu=x86-64-v3"', "ARG CPU=native")))
     assert ignored("models/x.gguf", dockerignore_patterns(DOCKERFILES[0]))
     assert not ignored("models/fetch.py", dockerignore_patterns(DOCKERFILES[0]))

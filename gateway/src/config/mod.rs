@@ -119,6 +119,12 @@ pub struct EngineSection {
     /// Niceness added to the engine's threads (Linux), so request handling is not queued behind
     /// decoding on busy cores; 0 keeps the process's priority.
     pub nice: i32,
+    /// Longest one engine step may run before the engine counts as hung and fails; 0 never.
+    pub stall_secs: u64,
+    /// Once the engine has failed, how long the gateway keeps answering 503 (health, readiness,
+    /// inference) with the reason and serving `/metrics` before it drains and exits with an
+    /// error, so a supervisor restarts it.
+    pub exit_after_failure_secs: u64,
 }
 
 /// Request limits.
@@ -186,6 +192,8 @@ impl Default for EngineSection {
             max_queue: 64,
             flash_attention: cada_core::FlashAttention::Auto,
             nice: 10,
+            stall_secs: cada_core::engine::DEFAULT_STALL_AFTER.as_secs(),
+            exit_after_failure_secs: 5,
         }
     }
 }

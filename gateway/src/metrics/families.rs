@@ -130,6 +130,17 @@ impl Metrics {
                 "cada_engine_slots",
                 "Engine slots in total (requests decoded together); 0 until the model is loaded.",
             )?,
+            engine_up: gauge(
+                &r,
+                "cada_engine_up",
+                "1 while the engine serves; 0 while the model loads and once the engine has failed, read at scrape time.",
+            )?,
+            engine_failures: counter(
+                &r,
+                "cada_engine_failures_total",
+                "Engine failures by reason: panic (the engine thread panicked), abort (llama.cpp aborted), stall (one engine step ran past engine.stall_secs). The gateway exits engine.exit_after_failure_secs later.",
+                &["reason"],
+            )?,
             cache: counter(
                 &r,
                 "cada_cache_requests_total",
@@ -205,6 +216,9 @@ impl Metrics {
             scrape: Mutex::new(()),
             registry: r,
         };
+        for kind in cada_core::FailureKind::ALL {
+            m.engine_failures.with_label_values(&[kind.as_str()]);
+        }
         for kind in TOKEN_KINDS {
             m.tokens.with_label_values(&[kind]);
         }
@@ -247,7 +261,7 @@ mod tests {
     use crate::safety::{Decision, Mode};
     use crate::server::text_response;
 
-    const NAMES: [&str; 22] = [
+    const NAMES: [&str; 24] = [
         "cada_requests_total",
         "cada_request_duration_seconds",
         "cada_requests_in_flight",
@@ -258,6 +272,8 @@ mod tests {
         "cada_engine_queue_depth",
         "cada_engine_slots_busy",
         "cada_engine_slots",
+        "cada_engine_up",
+        "cada_engine_failures_total",
         "cada_cache_requests_total",
         "cada_cache_entries",
         "cada_cache_bytes",

@@ -53,6 +53,10 @@ pub struct Metrics {
     queue_depth: IntGauge,
     slots_busy: IntGauge,
     slots: IntGauge,
+    /// Whether the served engine serves, read at scrape time.
+    engine_up: IntGauge,
+    /// Engine failures by `reason`: [`Metrics::engine_failed`].
+    engine_failures: IntCounterVec,
     /// Response-cache lookups by `result` (`hit`, `miss`): [`Metrics::cache_hit`] and
     /// [`Metrics::cache_miss`].
     cache: IntCounterVec,
@@ -97,6 +101,13 @@ impl Metrics {
             "requests"
         };
         self.rate_limited.with_label_values(&[limit]).inc();
+    }
+
+    /// An engine failure, counted once when the gateway notices it.
+    pub fn engine_failed(&self, kind: cada_core::FailureKind) {
+        self.engine_failures
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 
     /// A stored feedback.
@@ -146,9 +157,11 @@ impl Metrics {
                 self.slots_busy
                     .set(gauge_value(stats.active.load(Ordering::Relaxed)));
                 self.slots.set(gauge_value(s.engine.config().n_slots));
+                self.engine_up.set(i64::from(s.engine.failure().is_none()));
                 self.set_served(&s.name, s.adapter.as_deref());
             }
             None => {
+                self.engine_up.set(0);
                 self.queue_depth.set(0);
                 self.slots_busy.set(0);
                 self.slots.set(0);

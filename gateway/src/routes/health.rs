@@ -1,5 +1,7 @@
-//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the model and the safety
-//! layer are loaded), with slot, queue and case-store counters.
+//! Liveness (`/healthz`: the process answers and its engine has not failed) and readiness
+//! (`/readyz`: the model and the safety layer are loaded and the engine serves), with slot,
+//! queue and case-store counters. A failed engine (a panic, a llama.cpp abort, a hung step)
+//! turns both to 503 with the reason, so orchestrators restart the process.
 
 use std::sync::atomic::Ordering;
 
@@ -9,11 +11,25 @@ use serde_json::json;
 use crate::server::{json_response, Response};
 use crate::state::AppState;
 
-pub fn live() -> Response {
-    json_response(StatusCode::OK, &json!({"status": "ok"}))
+pub fn live(state: &AppState) -> Response {
+    match state.engine_failure() {
+        Some(f) => failed(&f),
+        None => json_response(StatusCode::OK, &json!({"status": "ok"})),
+    }
+}
+
+/// The answer of both endpoints once the engine has failed.
+fn failed(f: &cada_core::Failure) -> Response {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({"status": "failed", "reason": f.kind.as_str(), "message": f.message}),
+    )
 }
 
 pub fn ready(state: &AppState) -> Response {
+    if let Some(f) = state.engine_failure() {
+        return failed(&f);
+    }
     match state.served() {
         Some(s) => {
             let stats = s.engine.stats();
@@ -57,7 +73,7 @@ mod tests {
     fn not_ready_until_the_model_is_loaded() {
         let state = AppState::new(Config::default()).expect("state");
         assert_eq!(ready(&state).status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(live().status(), StatusCode::OK);
+        assert_eq!(live(&state).status(), StatusCode::OK);
         assert_eq!(
             state.engine_for("m").expect_err("loading").code,
             "model_not_ready"

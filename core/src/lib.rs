@@ -7,12 +7,13 @@ pub mod embed;
 pub mod engine;
 pub mod policy;
 pub mod registry;
+pub mod release;
 pub mod store;
 
 pub use engine::{
     llama_backend, ChatMessage, ChatRole, Engine, EngineConfig, EngineError, EngineStats, Event,
     Failure, FailureKind, FinishReason, FlashAttention, Generation, GenerationParams, ModelInfo,
-    Prompt, Session, Usage,
+    Prompt, Session, Usage, Weights,
 };
 pub use llama_cpp_2;
 pub use registry::{ModelEntry, ModelKind, Registry, RegistryError, ResolvedModel};

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::release::ReleaseAdapter;
+
 /// Errors while reading the registry or resolving a model in it.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -89,6 +91,8 @@ struct RegistryFile {
     default_embedding: Option<String>,
     #[serde(rename = "model", default)]
     models: Vec<ModelEntry>,
+    #[serde(rename = "adapter", default)]
+    adapters: Vec<ReleaseAdapter>,
 }
 
 /// The parsed registry, remembering the directory its relative paths start from.
@@ -100,6 +104,8 @@ pub struct Registry {
     /// Id of the embedding model used for retrieval.
     pub default_embedding: Option<String>,
     pub models: Vec<ModelEntry>,
+    /// Shipped adapters (`[[adapter]]`, `release.rs`).
+    pub adapters: Vec<ReleaseAdapter>,
 }
 
 /// A model resolved to a file on disk.
@@ -153,7 +159,11 @@ impl Registry {
             default_chat: file.default_chat,
             default_embedding: file.default_embedding,
             models: file.models,
+            adapters: file.adapters,
         };
+        for a in &registry.adapters {
+            a.check(&registry).map_err(bad)?;
+        }
         let default = registry.entry(&registry.default_chat).ok_or_else(|| {
             bad(format!(
                 "default_chat '{}' is not a model id",
@@ -172,6 +182,11 @@ impl Registry {
     /// The entry with this id.
     pub fn entry(&self, id: &str) -> Option<&ModelEntry> {
         self.models.iter().find(|m| m.id == id)
+    }
+
+    /// The directory the registry's relative paths start from.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Absolute-or-relative path of a registry file.
@@ -341,6 +356,23 @@ source = { pypi = "p", version = "1" }
 files = [{ path = "../m.gguf", member = "m", sha256 = "abc" }]"#;
         let err = Registry::parse(text, Path::new("."), Path::new("r.toml")).expect_err("invalid");
         assert!(err.to_string().contains("sha256"), "{err}");
+    }
+
+    #[test]
+    fn release_adapters_name_a_base_model() {
+        let entry = |base: &str| {
+            format!(
+                "[[adapter]]\nid = \"r1\"\nbase = \"{base}\"\npath = \"release/r1.gguf\"\n\
+                 sha256 = \"{SHA}\"\nmode = \"adaptive\"\ncommand = \"c\"\ndata_hash = \"d\"\n"
+            )
+        };
+        let r = reg(&entry("m")).expect("valid");
+        let (a, file) = r.release_adapter("m").expect("shipped for m");
+        assert_eq!(a.id, "r1");
+        assert_eq!(file.path, Path::new("/reg/release/r1.gguf"));
+        assert!(r.release_adapter("other").is_none());
+        let err = reg(&entry("nope")).expect_err("unknown base");
+        assert!(err.to_string().contains("base 'nope'"), "{err}");
     }
 
     #[test]

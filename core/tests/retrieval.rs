@@ -167,3 +167,43 @@ fn calibration_set_is_apart_from_cases_and_dev() {
         "calibration prompts too close: {copies:?}"
     );
 }
+
+/// The utility set (ordinary questions with accepted answers, which the promotion gate and the
+/// README's table measure) is apart from the library, the dev set and the calibration set, and
+/// every item says what answers it accepts.
+#[test]
+fn utility_set_is_apart_from_cases_dev_and_calibration() {
+    let (policy, embedder) = setup();
+    let dir = root().join("configs/policy");
+    let utility = load_dev(&dir.join("utility.jsonl")).expect("utility set");
+    assert!(utility.len() >= 60, "{} items", utility.len());
+    for u in &utility {
+        assert!(!u.answers.is_empty(), "{} accepts no answer", u.id);
+        assert_eq!(u.label, cada_core::policy::Label::Allow, "{}", u.id);
+    }
+    let mut others = load_dev(&dir.join(DEV_FILE)).expect("dev set");
+    others.extend(load_dev(&dir.join("calib.jsonl")).expect("calibration set"));
+    let embed = |items: &[cada_core::policy::DevItem]| {
+        let texts: Vec<&str> = items.iter().map(|d| d.prompt.as_str()).collect();
+        embedder.embed(&texts).expect("embed")
+    };
+    let other_vectors = embed(&others);
+    let index = PrecedentIndex::load_or_build(&policy, &embedder, None).expect("index");
+    let mut copies = Vec::new();
+    for (item, v) in utility.iter().zip(embed(&utility)) {
+        let top = &index.nearest(&policy, &v, 1)[0];
+        if top.similarity >= 0.9 {
+            copies.push(format!(
+                "{} ~ {} ({:.3})",
+                item.id, top.case.id, top.similarity
+            ));
+        }
+        for (d, w) in others.iter().zip(&other_vectors) {
+            let s = cosine(&v, w);
+            if s >= 0.9 {
+                copies.push(format!("{} ~ {} ({s:.3})", item.id, d.id));
+            }
+        }
+    }
+    assert!(copies.is_empty(), "utility prompts too close: {copies:?}");
+}

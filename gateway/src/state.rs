@@ -128,25 +128,50 @@ impl AppState {
                 );
                 Ok(Some((version, path.clone())))
             }
-            AdapterChoice::Promoted => Ok(self
-                .adapter_registry()
-                .promoted()
-                .map_err(|e| GatewayError::Internal(format!("adapter registry: {e}")))?
-                .map(|(entry, file)| (entry.version, file))),
+            AdapterChoice::Promoted => {
+                let promoted = self
+                    .adapter_registry()
+                    .promoted()
+                    .map_err(|e| GatewayError::Internal(format!("adapter registry: {e}")))?
+                    .map(|(entry, file)| (entry.version, file));
+                match promoted {
+                    Some(p) => Ok(Some(p)),
+                    None => self.release_adapter(),
+                }
+            }
         }
     }
 
-    /// The verdict rule for an adapter: the configured override, else the adapter's own.
+    /// The release adapter shipped for the served registry model, verified like a model file.
+    fn release_adapter(&self) -> Result<Option<(String, PathBuf)>, GatewayError> {
+        let c = &self.config;
+        if !c.model.is_empty() && Path::new(&c.model).is_file() {
+            return Ok(None);
+        }
+        let registry = Registry::load(&c.registry)?;
+        let id = if c.model.is_empty() {
+            registry.default_chat.as_str()
+        } else {
+            c.model.as_str()
+        };
+        let Some((adapter, file)) = registry.release_adapter(id) else {
+            return Ok(None);
+        };
+        file.verify(c.verify_sha256)?;
+        Ok(Some((adapter.id.clone(), file.path)))
+    }
+
+    /// The verdict rule for an adapter: its own (threshold and probe band), the threshold
+    /// replaced by the configured override where there is one.
     fn verdict_rule(&self, adapter: Option<&Path>) -> Result<VerdictRule, GatewayError> {
+        let mut rule = match adapter {
+            None => VerdictRule::default(),
+            Some(path) => VerdictRule::from_adapter(path).map_err(GatewayError::Internal)?,
+        };
         if let Some(t) = self.config.safety.trained_refuse_log_odds {
-            return Ok(VerdictRule {
-                refuse_log_odds: Some(t),
-            });
+            rule.refuse_log_odds = Some(t);
         }
-        match adapter {
-            None => Ok(VerdictRule::default()),
-            Some(path) => VerdictRule::from_adapter(path).map_err(GatewayError::Internal),
-        }
+        Ok(rule)
     }
 
     fn engine_config(&self, model_path: &Path, adapter: Option<&Path>) -> EngineConfig {

@@ -16,12 +16,19 @@ MODEL = "smollm2-135m-instruct"
 
 
 class Gateway:
-    def __init__(self, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        registry: pathlib.Path = ROOT / "models" / "registry.toml",
+        adapter: str = "none",
+    ):
         binary = os.environ.get("CADA_GATEWAY_BIN", str(ROOT / "target" / "release" / "cada-gateway"))
         env = {**os.environ, "CADA_LOG": "info", "NO_COLOR": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            # `--adapter none`: the tests serve the base model, whatever was promoted locally.
-            [binary, "--listen", "127.0.0.1:0", "--registry", str(ROOT / "models" / "registry.toml"), "--adapter", "none", *args],
+            # `--adapter none` by default: the tests serve the base model, whatever was promoted
+            # locally or shipped.
+            [binary, "--listen", "127.0.0.1:0", "--registry", str(registry), "--adapter", adapter, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -93,3 +100,16 @@ def client(gateway):
     from openai import OpenAI
 
     return OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def shipped_registry(tmp: pathlib.Path) -> pathlib.Path:
+    """A copy of the model registry whose files (models and the committed release adapters) are
+    links to the repository's, with no adapter registry beside it: what a fresh clone serves,
+    whatever a developer promoted locally."""
+    models = ROOT / "models"
+    for entry in models.iterdir():
+        if entry.name in ("registry.toml", "adapters") or entry.suffix == ".py":
+            continue
+        (tmp / entry.name).symlink_to(entry.resolve())
+    (tmp / "registry.toml").write_text((models / "registry.toml").read_text())
+    return tmp / "registry.toml"

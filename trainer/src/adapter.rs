@@ -1,6 +1,6 @@
 //! Adapters as llama.cpp LoRA GGUF files, the one format both the gateway (through llama.cpp) and
 //! the trainer (to resume or evaluate) read: `general.type = adapter`, `adapter.type = lora`,
-//! `adapter.lora.alpha`, the base's `general.architecture`, and f32 tensors
+//! `adapter.lora.alpha`, the base's `general.architecture`, and f16 tensors
 //! `<base tensor>.lora_a` (rank x in) / `.lora_b` (out x rank) in candle's row-major shape order,
 //! which GGUF stores reversed (ne = [in, rank] and [rank, out]): what llama.cpp checks for.
 
@@ -9,7 +9,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use cada_core::policy::REFUSE_LOG_ODDS_KEY;
+use cada_core::policy::{
+    ProbeBand, VerdictRule, PROBE_REFUSE_FROM_KEY, PROBE_SERVE_BELOW_KEY, REFUSE_LOG_ODDS_KEY,
+};
 use candle_core::quantized::gguf_file::{self, Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
@@ -30,6 +32,8 @@ pub struct AdapterMeta {
     /// Refuse threshold calibrated on held-out cases, which the gateway applies in `trained`
     /// mode (see [`cada_core::policy::VerdictRule`]).
     pub refuse_log_odds: Option<f32>,
+    /// The probe band `adaptive` applies over this adapter (see [`cada_core::policy::ProbeBand`]).
+    pub probe: Option<ProbeBand>,
 }
 
 /// Writes the adapter to `path` atomically (a temp file in the same directory, then rename).
@@ -74,10 +78,16 @@ pub fn write(
     if let Some(t) = meta.refuse_log_odds {
         md.push((REFUSE_LOG_ODDS_KEY, Value::F32(t)));
     }
+    if let Some(b) = meta.probe {
+        md.push((PROBE_SERVE_BELOW_KEY, Value::F32(b.serve_below)));
+        md.push((PROBE_REFUSE_FROM_KEY, Value::F32(b.refuse_from)));
+    }
     let tensors = lora
         .named_tensors()
         .into_iter()
-        .map(|(name, t)| Ok((name, QTensor::quantize(&t.contiguous()?, GgmlDType::F32)?)))
+        // f16 halves the file (the shipped release adapter is in git) and is what llama.cpp
+        // computes LoRA in anyway; training checkpoints keep f32 (`run/checkpoint.rs`).
+        .map(|(name, t)| Ok((name, QTensor::quantize(&t.contiguous()?, GgmlDType::F16)?)))
         .collect::<Result<Vec<_>, ModelError>>()?;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -170,6 +180,9 @@ pub fn read(path: &Path, model: &Llama) -> Result<(Lora, AdapterMeta), ModelErro
         data_hash: text("cada.adapter.data_hash").unwrap_or_default(),
         policy_version: text("cada.adapter.policy_version").unwrap_or_default(),
         refuse_log_odds: md.get(REFUSE_LOG_ODDS_KEY).and_then(|v| v.to_f32().ok()),
+        probe: VerdictRule::from_adapter(path)
+            .map_err(ModelError::Metadata)?
+            .probe,
     };
     Ok((lora, meta))
 }

@@ -75,7 +75,10 @@ pub fn verdict_sequence(
 ) -> Sequence {
     let mut tokens: Vec<u32> = prompt.token_ids().into_iter().map(|t| t as u32).collect();
     let prompt_len = tokens.len();
-    tokens.extend(engine.token_ids(&format!(" {}", reasoning.trim())));
+    // No reasoning at all is the probe's layout: `Reasoning:` straight into `\nVerdict:`.
+    if !reasoning.trim().is_empty() {
+        tokens.extend(engine.token_ids(&format!(" {}", reasoning.trim())));
+    }
     tokens.extend(engine.token_ids(VERDICT_PREFIX));
     let verdict_at = tokens.len();
     tokens.extend(engine.token_ids(&format!("{}{ANSWER_PREFIX}", verdict_text(verdict))));
@@ -97,6 +100,14 @@ pub fn own_reasoning_sequence(
 ) -> Sequence {
     let mut s = verdict_sequence(engine, prompt, reasoning, verdict);
     s.prompt_len = s.verdict_at.unwrap_or(s.tokens.len()) - engine.token_ids(VERDICT_PREFIX).len();
+    s
+}
+
+/// The probe layout: the verdict line right after `Reasoning:` (no reasoning), as `adaptive`
+/// reads it with one prefill of the bare request. Only the verdict line is scored.
+pub fn probe_sequence(engine: &Engine, prompt: &Prompt, verdict: Label) -> Sequence {
+    let mut s = verdict_sequence(engine, prompt, "", verdict);
+    s.prompt_len = s.verdict_at.unwrap_or(s.tokens.len());
     s
 }
 

@@ -151,7 +151,8 @@ pub struct EvalArgs {
     /// Base URL of the OpenAI-compatible API, including `/v1`.
     #[arg(long, value_name = "URL")]
     pub base_url: String,
-    /// Labelled prompts, one JSON object a line: {"id","prompt","label","category","kind"}.
+    /// Labelled prompts, one JSON object a line: {"id","prompt","label","category","kind"},
+    /// and "answers" (accepted answers) for utility items.
     #[arg(long, value_name = "JSONL")]
     pub data: PathBuf,
     /// Model id to request; by default the first id `GET {base}/models` lists.
@@ -184,4 +185,8 @@ pub struct EvalArgs {
     /// Write the full report, per-item results included, as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Write the utility items answered correctly, as JSONL, to this file: how the utility set
+    /// keeps only what the base model answers correctly in `off` mode.
+    #[arg(long, value_name = "JSONL")]
+    pub write_correct: Option<PathBuf>,
 }

@@ -89,6 +89,7 @@ fn export_and_rollback_use_the_adapter_registry() {
             benign_compliance_rate: 0.9,
             dev_sha256: String::new(),
             policy_version: String::new(),
+            utility: None,
         },
         created: 0,
     };

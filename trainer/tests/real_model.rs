@@ -90,7 +90,7 @@ fn chains_are_laid_out_as_the_gateway_serves_them() {
     use cada_core::policy::Label;
     use cada_core::{Engine, EngineConfig};
     use cada_trainer::chain::{
-        chain_tokens, own_reasoning_sequence, trained_prompt, verdict_sequence,
+        chain_tokens, own_reasoning_sequence, probe_sequence, trained_prompt, verdict_sequence,
     };
 
     let mut config = EngineConfig::new(model_path());
@@ -128,4 +128,14 @@ fn chains_are_laid_out_as_the_gateway_serves_them() {
     assert_eq!(own.verdict_at, written.verdict_at);
     let scored = engine.detokenize(&own.tokens[own.prompt_len..]);
     assert_eq!(scored, "\nVerdict: refuse\nAnswer:");
+    // The probe: what `adaptive` appends over an adapter (`Reasoning:` then `\nVerdict:`, no
+    // reasoning), with only the verdict and `\nAnswer:` scored.
+    let probe = probe_sequence(&engine, &prompt, Label::Allow);
+    let mut served = prompt.token_ids();
+    served.extend(engine.tokens("\nVerdict:").token_ids());
+    let served: Vec<u32> = served.into_iter().map(|t| t as u32).collect();
+    assert_eq!(&probe.tokens[..probe.prompt_len], served.as_slice());
+    assert_eq!(probe.verdict_at, Some(probe.prompt_len));
+    let scored = engine.detokenize(&probe.tokens[probe.prompt_len..]);
+    assert_eq!(scored, " allow\nAnswer:");
 }

@@ -79,6 +79,8 @@ lr = 2e-3
 epochs = 2
 micro_batch = 4
 accumulation = 1
+# One sequence per example, so the counts below are the examples' (probes double them).
+probe = false
 [grpo]
 steps = 0
 [dpo]

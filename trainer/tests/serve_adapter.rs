@@ -3,58 +3,19 @@
 //! it does), lists what it serves, and an admin rollback switches back. Real model, real
 //! adapters written by the trainer's exporter.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cada_core::adapters::{AdapterEntry, AdapterRegistry, Figures};
-use cada_core::Registry;
-use cada_gateway::config::{AdapterChoice, Mode};
+use cada_core::adapters::AdapterRegistry;
+use cada_gateway::config::AdapterChoice;
 use cada_trainer::adapter::{self, AdapterMeta};
 use cada_trainer::model::tiny::seeded_normal;
 use cada_trainer::model::{Llama, LoraConfig};
 use candle_core::Device;
 use serde_json::{json, Value};
 
-const ADMIN_KEY: &str = "test-admin-key";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A registry in `dir` whose model files are symlinks to the repository's, so the adapter
-/// registry beside it is the test's own.
-fn temp_registry(dir: &Path) -> PathBuf {
-    let source = root().join("models/registry.toml");
-    let repo = Registry::load(&source).expect("registry");
-    for m in &repo.models {
-        for f in &m.files {
-            let link = dir.join(&f.path);
-            if let Some(parent) = link.parent() {
-                std::fs::create_dir_all(parent).expect("mkdir");
-            }
-            let target = repo
-                .file_path(f)
-                .canonicalize()
-                .expect("model file present");
-            std::os::unix::fs::symlink(target, link).expect("symlink");
-        }
-    }
-    let path = dir.join("registry.toml");
-    std::fs::copy(&source, &path).expect("copy registry");
-    path
-}
-
-/// A test registry in `dir` and the candle model of its default chat model.
-fn registry_and_model(dir: &Path) -> (PathBuf, Llama) {
-    let registry = temp_registry(dir);
-    let model_path = Registry::load(&registry)
-        .expect("registry")
-        .resolve_chat(None)
-        .expect("model")
-        .path;
-    let model = Llama::load(&model_path, &Device::Cpu).expect("candle model");
-    (registry, model)
-}
+mod common;
+use common::*;
 
 /// An adapter with random B, large enough to change greedy answers.
 fn write_adapter(model: &Llama, seed: u64, path: &Path) {
@@ -66,93 +27,14 @@ fn write_adapter(model: &Llama, seed: u64, path: &Path) {
     adapter::write(&lora, &model.config, &AdapterMeta::default(), path).expect("export");
 }
 
-fn entry(version: &str) -> AdapterEntry {
-    AdapterEntry {
-        version: version.into(),
-        parent: None,
-        file: String::new(),
-        sha256: String::new(),
-        base_model: "smollm2-135m-instruct".into(),
-        data_hash: "test".into(),
-        config: json!({}),
-        figures: Figures {
-            harmful_refusal_rate: 0.0,
-            benign_compliance_rate: 0.0,
-            dev_sha256: String::new(),
-            policy_version: String::new(),
-        },
-        created: 0,
-    }
-}
-
-struct Server {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn config(registry: PathBuf, data: PathBuf) -> cada_gateway::Config {
-    let mut config = cada_gateway::Config {
-        registry,
-        verify_sha256: false,
-        adapter: AdapterChoice::Promoted,
-        adapter_poll_secs: 1,
-        admin_key: Some(cada_gateway::config::Secret(ADMIN_KEY.into())),
-        ..cada_gateway::Config::default()
-    };
-    config.safety.mode = Mode::Off;
-    config.safety.policy_dir = root().join("configs/policy");
-    config.store.data_dir = data;
-    config.engine.parallel = 4;
-    config.engine.ctx_per_slot = 512;
-    config
-}
-
-fn start(config: cada_gateway::Config) -> Server {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            cada_gateway::run(listener, config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("gateway");
-        });
-    });
-    Server {
-        base,
-        stop: Some(stop),
-        thread: Some(thread),
-    }
-}
-
-/// (x-cada-adapter, answer) of a greedy chat completion.
+/// (x-cada-adapter, what the adapter decided) of a greedy chat completion in `trained` mode: the
+/// answer (written on the base weights) and the verdict probabilities (read on the adapter).
 async fn ask(client: &reqwest::Client, base: &str) -> (String, String) {
     let (adapter, answer, _) = ask_cached(client, base).await;
     (adapter, answer)
 }
 
-/// (x-cada-adapter, answer, x-cache) of a greedy chat completion.
+/// (x-cada-adapter, answer and verdict probabilities, x-cache) of a greedy chat completion.
 async fn ask_cached(client: &reqwest::Client, base: &str) -> (String, String, String) {
     let r = client
         .post(format!("{base}/v1/chat/completions"))
@@ -161,6 +43,7 @@ async fn ask_cached(client: &reqwest::Client, base: &str) -> (String, String, St
             "messages": [{"role": "user", "content": "Name three colours."}],
             "max_tokens": 12,
             "temperature": 0,
+            "safety_mode": "trained",
         }))
         .send()
         .await
@@ -169,11 +52,18 @@ async fn ask_cached(client: &reqwest::Client, base: &str) -> (String, String, St
     let header = |name: &str| r.headers()[name].to_str().expect("header").to_owned();
     let (adapter, cache) = (header("x-cada-adapter"), header("x-cache"));
     let body: Value = r.json().await.expect("json");
-    let answer = body["choices"][0]["message"]["content"]
+    let content = body["choices"][0]["message"]["content"]
         .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    (adapter, answer, cache)
+        .unwrap_or_default();
+    let probs: Vec<String> = body["cada"]["verdict_probabilities"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {:.3}", v.as_f64().unwrap_or(-1.0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    (adapter, format!("{content} | {}", probs.join(", ")), cache)
 }
 
 /// The `/metrics` page.
@@ -209,21 +99,6 @@ async fn admin_adapter(client: &reqwest::Client, base: &str) -> Value {
         .json()
         .await
         .expect("json")
-}
-
-async fn wait_for(client: &reqwest::Client, base: &str, adapter: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if let Ok(v) = r.json::<Value>().await {
-                if v["status"] == "ready" && v["adapter"].as_str().unwrap_or("none") == adapter {
-                    return;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "never served adapter {adapter}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +149,7 @@ async fn a_promoted_adapter_is_served_without_a_restart_and_rolls_back() {
     let (_, answer_v2) = ask(&client, &server.base).await;
     assert_ne!(
         answer_v2, answer_v1,
-        "the second adapter should change the greedy answer"
+        "the second adapter should change what is decided"
     );
 
     // Admin rollback: needs the admin key, then serves v1 again at once.

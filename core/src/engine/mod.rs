@@ -29,7 +29,7 @@ use llama_cpp_2::token::LlamaToken;
 pub use chat::{ChatMessage, ChatRole, Prompt};
 pub use error::EngineError;
 pub use health::{Failure, FailureKind};
-pub use params::{Event, FinishReason, GenerationParams, Timings, Usage};
+pub use params::{Event, FinishReason, GenerationParams, Timings, Usage, Weights};
 pub use session::Session;
 pub use text::{StopMatcher, StopOutcome, Utf8Stream};
 
@@ -265,6 +265,16 @@ impl Engine {
         prompt: Prompt,
         params: GenerationParams,
     ) -> Result<Generation, EngineError> {
+        self.generate_on(prompt, params, Weights::Adapted)
+    }
+
+    /// [`Engine::generate`] on the chosen weights.
+    pub fn generate_on(
+        &self,
+        prompt: Prompt,
+        params: GenerationParams,
+        weights: Weights,
+    ) -> Result<Generation, EngineError> {
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -280,6 +290,9 @@ impl Engine {
         }
         let prompt_tokens = prompt.len();
         let mut session = self.session()?;
+        if weights != Weights::Adapted {
+            session.reset_to(weights)?;
+        }
         session.generate(prompt, params, true)?;
         Ok(Generation {
             prompt_tokens,

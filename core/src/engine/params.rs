@@ -31,6 +31,18 @@ pub struct GenerationParams {
     pub ignore_eos: bool,
 }
 
+/// Which weights an operation runs on. An engine that serves an adapter can set it aside per
+/// session: the adapter deliberates and the base model answers, so answers stay the base
+/// model's (a small adapter trained on the deliberation format rewrites plain answers too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// The model with the engine's adapter applied (the model alone when it has none).
+    #[default]
+    Adapted,
+    /// The base model alone.
+    Base,
+}
+
 impl Default for GenerationParams {
     fn default() -> Self {
         Self {

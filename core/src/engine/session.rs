@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::worker::{Command, Op, SessionId};
-use super::{Engine, EngineError, Event, GenerationParams, Prompt};
+use super::{Engine, EngineError, Event, GenerationParams, Prompt, Weights};
 
 /// An open session. Operations run in order; dropping the session frees its slot.
 #[derive(Debug)]
@@ -84,8 +84,14 @@ impl Session {
     /// Forgets everything appended and generated so far but keeps the slot, so a new prompt
     /// starts without queueing again.
     pub fn reset(&mut self) -> Result<(), EngineError> {
+        self.reset_to(Weights::Adapted)
+    }
+
+    /// [`Session::reset`], continuing on `weights` (a session starts on [`Weights::Adapted`]).
+    /// Weights change only with the context, so no KV cache mixes the two.
+    pub fn reset_to(&mut self, weights: Weights) -> Result<(), EngineError> {
         self.tokens = 0;
-        self.send(Op::Reset, false)
+        self.send(Op::Reset { weights }, false)
     }
 
     /// Appends `append` and returns the probability of each candidate's first token as the next

@@ -12,11 +12,14 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use cases::{read_jsonl, Case, DevItem};
+pub use cases::{read_jsonl, write_jsonl, Case, DevItem};
 pub use label::Label;
 pub use protocol::{Deliberation, Precedent};
 pub use refusal::Refusal;
-pub use verdict_rule::{log_odds, VerdictRule, REFUSE_LOG_ODDS_KEY};
+pub use verdict_rule::{
+    log_odds, ProbeBand, ProbeCall, VerdictRule, PROBE_REFUSE_FROM_KEY, PROBE_SERVE_BELOW_KEY,
+    REFUSE_LOG_ODDS_KEY,
+};
 
 /// File names inside a policy directory.
 pub const CODES_FILE: &str = "codes.md";

@@ -6,8 +6,11 @@
 //! Answer: <the reply the user sees>
 //! ```
 //!
-//! The assistant turn starts with `Reasoning:`; the gateway forces the `Verdict:` and `Answer:`
-//! lines itself, so the verdict is read from the model's logits at a known position.
+//! The assistant turn starts with `Reasoning:`; the gateway forces the `Verdict:` line itself, so
+//! the verdict is read from the model's logits at a known position. The gateway does not continue
+//! with `Answer:`: the answer is generated afresh from the application's conversation by the base
+//! model (the adapter set aside), so deliberation decides and never rewrites what the model
+//! would answer. Training and evaluation still read and write the whole three-line layout.
 
 use std::fmt::Write as _;
 
@@ -69,6 +72,11 @@ pub fn cases_system_prompt(
     push_app_system(&mut s, app_system);
     s
 }
+
+/// Added to the system message of an answer after `safe_complete`: help with the request's safe
+/// side only.
+pub const SAFE_COMPLETION_NOTE: &str = "Answer the safe, general side of the next request only: \
+no step-by-step instructions, quantities or sources for anything that could cause serious harm.";
 
 /// System context for `trained` mode: the model learned the codes and the format, so the context
 /// carries only the application's system prompt (or none).

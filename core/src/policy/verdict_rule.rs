@@ -14,6 +14,10 @@ use super::Label;
 /// GGUF metadata key of an adapter's calibrated refuse threshold (f32, log-odds).
 pub const REFUSE_LOG_ODDS_KEY: &str = "cada.verdict.refuse_log_odds";
 
+/// GGUF metadata keys of an adapter's probe band (f32, log-odds; see [`ProbeBand`]).
+pub const PROBE_SERVE_BELOW_KEY: &str = "cada.probe.serve_below";
+pub const PROBE_REFUSE_FROM_KEY: &str = "cada.probe.refuse_from";
+
 /// Log-odds beyond this are treated as certain (f32 probabilities saturate near 1).
 const LOG_ODDS_LIMIT: f32 = 30.0;
 
@@ -23,6 +27,48 @@ pub struct VerdictRule {
     /// `refuse` iff `ln(p / (1 - p))` of refuse is at least this; otherwise the more probable of
     /// allow and safe_complete. `None`: the most probable verdict.
     pub refuse_log_odds: Option<f32>,
+    /// How `adaptive` reads the adapter's probe (the verdict right after `Reasoning:`, no
+    /// reasoning), calibrated with the adapter; `None`: the adapter has no calibrated probe.
+    pub probe: Option<ProbeBand>,
+}
+
+/// The probe's refuse log-odds split three ways: clearly benign requests are served directly,
+/// clearly harmful ones refused, the uncertain middle deliberated. The trainer picks the bounds
+/// on held-out cases (few harmful ones below `serve_below`, few benign ones from `refuse_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProbeBand {
+    pub serve_below: f32,
+    pub refuse_from: f32,
+}
+
+/// What `adaptive` does with a request after the probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeCall {
+    Serve,
+    Deliberate,
+    Refuse,
+}
+
+impl ProbeCall {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeCall::Serve => "serve",
+            ProbeCall::Deliberate => "deliberate",
+            ProbeCall::Refuse => "refuse",
+        }
+    }
+}
+
+impl ProbeBand {
+    pub fn call(&self, refuse_log_odds: f32) -> ProbeCall {
+        if refuse_log_odds < self.serve_below {
+            ProbeCall::Serve
+        } else if refuse_log_odds >= self.refuse_from {
+            ProbeCall::Refuse
+        } else {
+            ProbeCall::Deliberate
+        }
+    }
 }
 
 /// `ln(p / (1 - p))`, finite for every probability.
@@ -61,17 +107,38 @@ impl VerdictRule {
         let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let content = Content::read(&mut file)
             .map_err(|e| format!("{} is not a GGUF file: {e}", path.display()))?;
-        let refuse_log_odds = match content.metadata.get(REFUSE_LOG_ODDS_KEY) {
-            None => None,
-            Some(Value::F32(v)) if v.is_finite() => Some(*v),
-            Some(other) => {
+        let f32_key = |key: &str| match content.metadata.get(key) {
+            None => Ok(None),
+            Some(Value::F32(v)) if v.is_finite() => Ok(Some(*v)),
+            Some(other) => Err(format!(
+                "{}: {key} must be a finite f32, found {other:?}",
+                path.display()
+            )),
+        };
+        let refuse_log_odds = f32_key(REFUSE_LOG_ODDS_KEY)?;
+        let probe = match (
+            f32_key(PROBE_SERVE_BELOW_KEY)?,
+            f32_key(PROBE_REFUSE_FROM_KEY)?,
+        ) {
+            (Some(serve_below), Some(refuse_from)) if serve_below <= refuse_from => {
+                Some(ProbeBand {
+                    serve_below,
+                    refuse_from,
+                })
+            }
+            (None, None) => None,
+            _ => {
                 return Err(format!(
-                    "{}: {REFUSE_LOG_ODDS_KEY} must be a finite f32, found {other:?}",
+                    "{}: {PROBE_SERVE_BELOW_KEY} and {PROBE_REFUSE_FROM_KEY} come together, \
+                     the first not above the second",
                     path.display()
                 ))
             }
         };
-        Ok(Self { refuse_log_odds })
+        Ok(Self {
+            refuse_log_odds,
+            probe,
+        })
     }
 }
 
@@ -92,6 +159,7 @@ mod tests {
         // ln(0.99 / 0.01) = 4.595
         let rule = VerdictRule {
             refuse_log_odds: Some(4.0),
+            probe: None,
         };
         assert_eq!(rule.pick([0.005, 0.99, 0.005]), Label::Refuse);
         // A most probable refuse below the threshold falls to the better of the other two.
@@ -100,8 +168,21 @@ mod tests {
         // A low threshold refuses what argmax would allow.
         let eager = VerdictRule {
             refuse_log_odds: Some(-2.0),
+            probe: None,
         };
         assert_eq!(eager.pick([0.8, 0.15, 0.05]), Label::Refuse);
+    }
+
+    #[test]
+    fn the_probe_band_serves_deliberates_or_refuses() {
+        let band = ProbeBand {
+            serve_below: -2.0,
+            refuse_from: 3.0,
+        };
+        assert_eq!(band.call(-2.5), ProbeCall::Serve);
+        assert_eq!(band.call(-2.0), ProbeCall::Deliberate);
+        assert_eq!(band.call(2.9), ProbeCall::Deliberate);
+        assert_eq!(band.call(3.0), ProbeCall::Refuse);
     }
 
     #[test]

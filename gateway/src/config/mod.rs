@@ -30,7 +30,8 @@ pub struct Config {
     /// Name reported as `model` and accepted in requests; defaults to the registry id or file stem.
     pub served_model_name: Option<String>,
     /// LoRA adapter: `promoted` (the version `cada-trainer` promoted in the adapter registry
-    /// next to the model registry, followed as it changes), `none`, or a GGUF path.
+    /// next to the model registry, followed as it changes, else the model registry's release
+    /// adapter for the served model), `none`, or a GGUF path.
     pub adapter: AdapterChoice,
     /// Seconds between checks of the adapter registry for a newly promoted version (with
     /// `adapter = "promoted"`); 0 checks only on `POST /admin/adapter/reload`.
@@ -62,7 +63,8 @@ pub struct Config {
 pub enum AdapterChoice {
     /// The base model alone.
     None,
-    /// The version promoted in the adapter registry, switched without a restart.
+    /// The version promoted in the adapter registry, switched without a restart; with none
+    /// promoted, the release adapter shipped for the served model.
     #[default]
     Promoted,
     /// A fixed adapter file (pins a version).

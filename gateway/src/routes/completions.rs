@@ -36,7 +36,8 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         let prompt = engine.text_prompt(&request.prompt);
         let settle = admit_tokens(caller.as_ref(), || Ok(prompt.len()))?;
         crate::metrics::model_started();
-        let generation = engine.generate(prompt, common.params)?;
+        // Raw text goes to the base model: the adapter is trained for the deliberation format.
+        let generation = engine.generate_on(prompt, common.params, cada_core::Weights::Base)?;
         (Source::plain(generation, Decision::default()), settle)
     };
     let reply = Reply {

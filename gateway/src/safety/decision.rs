@@ -1,7 +1,7 @@
 //! What a deliberation decided, how sure it was, and whether the request is borderline: the
 //! signals that turn production traffic into new cases.
 
-use cada_core::policy::{Label, Refusal, VerdictRule};
+use cada_core::policy::{Label, ProbeCall, Refusal, VerdictRule};
 use cada_core::store::PrecedentRef;
 use serde_json::{json, Value};
 
@@ -29,6 +29,8 @@ pub struct Decision {
     pub refuse_log_odds: Option<f32>,
     /// `adaptive`: estimated risk in [0, 1].
     pub risk: Option<f32>,
+    /// `adaptive` over an adapter's probe: its refuse log-odds and what it decided.
+    pub probe: Option<(f32, ProbeCall)>,
     pub precedents: Vec<PrecedentRef>,
     /// The request's embedding (for near-duplicate merging of logged cases).
     pub embedding: Option<Vec<f32>>,
@@ -135,6 +137,9 @@ impl Decision {
             })),
             "refuse_log_odds": self.refuse_log_odds,
             "risk": self.risk,
+            "probe": self.probe.map(|(log_odds, call)| json!({
+                "refuse_log_odds": log_odds, "call": call.as_str()
+            })),
             "policy_version": policy_version,
             "precedents": self.precedents.iter().map(|p| json!({
                 "id": p.id, "label": p.label.as_str(), "similarity": p.similarity
@@ -192,6 +197,7 @@ mod tests {
         // p(refuse) = 0.6 is log-odds 0.405: below a threshold of 2, so the better of the rest.
         let rule = VerdictRule {
             refuse_log_odds: Some(2.0),
+            probe: None,
         };
         let (label, p, _) = Decision::from_probs(&[0.05, 0.3, 0.15], rule);
         assert_eq!(label, Label::SafeComplete);

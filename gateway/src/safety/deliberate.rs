@@ -1,19 +1,22 @@
 //! Serving a chat request under a safety mode. Every mode yields the same stream of [`Out`]
 //! events (reasoning, the decision, answer text, the end), so one renderer serves plain and
-//! streaming responses alike. Deliberation runs in one engine session: reasoning is generated,
-//! the verdict is read from the logits after a forced `Verdict:`, and the answer follows a forced
-//! `Answer:`, without processing the prompt twice.
+//! streaming responses alike. Deliberation runs in one engine session: reasoning is generated and
+//! the verdict is read from the logits after a forced `Verdict:`. The answer is then written on
+//! the base model's weights from the application's own conversation, in the same slot: an
+//! adapter decides, it never rewrites the answer (a 135M adapter trained on the deliberation
+//! format answers in that format), and without an adapter the answer is the one `off` gives
+//! instead of a reply squeezed after the reasoning ("I can help with that.").
 
 use std::sync::Arc;
 
 use cada_core::policy::protocol::{
-    cases_system_prompt, probe_system_prompt, verdict_text, ANSWER_PREFIX, REASONING_PREFIX,
+    cases_system_prompt, probe_system_prompt, verdict_text, REASONING_PREFIX, SAFE_COMPLETION_NOTE,
     VERDICT_PREFIX,
 };
 use cada_core::policy::{Label, VerdictRule};
 use cada_core::{
     ChatMessage, ChatRole, Engine, Event, FinishReason, Generation, GenerationParams, Prompt,
-    Session, Usage,
+    Session, Usage, Weights,
 };
 use tokio::sync::mpsc;
 
@@ -23,8 +26,6 @@ use crate::error::ApiError;
 
 /// Stops that end the reasoning: the model writing the next line of the format itself.
 const REASONING_STOPS: [&str; 2] = ["Verdict:", "Answer:"];
-/// Stops added to the answer so a model that starts another round of the format ends instead.
-const ANSWER_STOPS: [&str; 2] = ["\nReasoning:", "\nVerdict:"];
 
 /// One step of a response, in order: `Reasoning`*, `Decided`, `Content`*, then `Done` or `Error`.
 #[derive(Debug)]
@@ -110,7 +111,8 @@ pub async fn start(
     job: ChatJob,
 ) -> Result<Source, ApiError> {
     if job.mode == Mode::Off {
-        let generation = engine.generate(engine.chat_prompt(&job.messages)?, job.params)?;
+        let prompt = engine.chat_prompt(&job.messages)?;
+        let generation = engine.generate_on(prompt, job.params, Weights::Base)?;
         return Ok(Source::plain(
             generation,
             Decision {
@@ -162,7 +164,11 @@ pub fn last_user_text(messages: &[ChatMessage]) -> String {
 }
 
 /// The conversation with the deliberation context as its system message.
-fn deliberation_messages(safety: &Safety, job: &ChatJob, decision: &Decision) -> Vec<ChatMessage> {
+pub(super) fn deliberation_messages(
+    safety: &Safety,
+    job: &ChatJob,
+    decision: &Decision,
+) -> Vec<ChatMessage> {
     let (app_system, rest) = match job.messages.first() {
         Some(m) if m.role == ChatRole::System => (Some(m.content.as_str()), &job.messages[1..]),
         _ => (None, &job.messages[..]),
@@ -198,7 +204,7 @@ fn deliberation_messages(safety: &Safety, job: &ChatJob, decision: &Decision) ->
 }
 
 /// Sends an event; false once the client has gone (the caller stops, dropping the session).
-async fn emit(tx: &mpsc::Sender<Out>, out: Out) -> bool {
+pub(super) async fn emit(tx: &mpsc::Sender<Out>, out: Out) -> bool {
     tx.send(out).await.is_ok()
 }
 
@@ -238,7 +244,7 @@ async fn relay(
     }
 }
 
-async fn verdict_scores(
+pub(super) async fn verdict_scores(
     engine: &Engine,
     session: &mut Session,
     append: Prompt,
@@ -252,7 +258,7 @@ async fn verdict_scores(
 }
 
 /// Reasoning, verdict from the logits, then the answer (or the configured refusal).
-async fn deliberate(
+pub(super) async fn deliberate(
     engine: &Engine,
     safety: &Safety,
     mut session: Session,
@@ -301,49 +307,92 @@ async fn deliberate(
             completion_tokens: reasoning_tokens + 1,
         };
         drop(session);
-        if emit(tx, Out::Content(safety.config.refusal_message.clone())).await {
-            emit(
-                tx,
-                Out::Done {
-                    finish: FinishReason::Stop,
-                    usage,
-                    reasoning_tokens,
-                },
-            )
-            .await;
-        }
+        refuse(safety, tx, usage, reasoning_tokens).await;
         return Ok(());
     }
-    let mut answer_params = job.params;
-    answer_params
-        .stop
-        .extend(ANSWER_STOPS.iter().map(|s| (*s).to_owned()));
-    let append = engine.tokens(&format!("{}{ANSWER_PREFIX}", verdict_text(verdict)));
-    session.generate(append, answer_params, true)?;
+    let spent = session.appended_tokens();
+    serve_base(
+        engine,
+        &mut session,
+        &answer_messages(&job.messages, verdict),
+        job.params,
+    )?;
     answer(
         &mut session,
         tx,
-        true,
+        spent,
         reasoning_tokens,
         reasoning_tokens + 1,
     )
     .await
 }
 
-/// Relays the answer generation and ends the response; `spent` completion tokens (reasoning and
-/// verdict) came before it.
-async fn answer(
+/// The conversation the answer is written from: the application's, with the safe-completion
+/// note in its system message after `safe_complete`.
+pub(super) fn answer_messages(messages: &[ChatMessage], verdict: Label) -> Vec<ChatMessage> {
+    if verdict != Label::SafeComplete {
+        return messages.to_vec();
+    }
+    match messages.first() {
+        Some(m) if m.role == ChatRole::System => {
+            let system = format!("{SAFE_COMPLETION_NOTE}\n\n{}", m.content);
+            std::iter::once(ChatMessage::new(ChatRole::System, system))
+                .chain(messages[1..].iter().cloned())
+                .collect()
+        }
+        _ => std::iter::once(ChatMessage::new(ChatRole::System, SAFE_COMPLETION_NOTE))
+            .chain(messages.iter().cloned())
+            .collect(),
+    }
+}
+
+/// Forgets the session's context and generates the answer to `messages` on the base weights,
+/// as `off` serves it.
+pub(super) fn serve_base(
+    engine: &Engine,
+    session: &mut Session,
+    messages: &[ChatMessage],
+    params: GenerationParams,
+) -> Result<(), ApiError> {
+    session.reset_to(Weights::Base)?;
+    session.generate(engine.chat_prompt(messages)?, params, true)?;
+    Ok(())
+}
+
+/// Answers with the configured refusal and ends the response.
+pub(super) async fn refuse(
+    safety: &Safety,
+    tx: &mpsc::Sender<Out>,
+    usage: Usage,
+    reasoning_tokens: usize,
+) {
+    if emit(tx, Out::Content(safety.config.refusal_message.clone())).await {
+        emit(
+            tx,
+            Out::Done {
+                finish: FinishReason::Stop,
+                usage,
+                reasoning_tokens,
+            },
+        )
+        .await;
+    }
+}
+
+/// Relays the answer generation and ends the response; `prompt_spent` prompt tokens and
+/// `spent` completion tokens (the probe, reasoning and verdict) came before it.
+pub(super) async fn answer(
     session: &mut Session,
     tx: &mpsc::Sender<Out>,
-    trim_start: bool,
+    prompt_spent: usize,
     reasoning_tokens: usize,
     spent: usize,
 ) -> Result<(), ApiError> {
-    let Some((finish, usage, _)) = relay(session, tx, Out::Content, trim_start).await? else {
+    let Some((finish, usage, _)) = relay(session, tx, Out::Content, false).await? else {
         return Ok(());
     };
     let usage = Usage {
-        prompt_tokens: session.appended_tokens(),
+        prompt_tokens: prompt_spent + session.appended_tokens(),
         completion_tokens: spent + usage.completion_tokens,
     };
     emit(
@@ -359,7 +408,8 @@ async fn answer(
 }
 
 /// One prefill with the verdict question gives the model's risk; with the precedents' labels it
-/// decides between serving directly and deliberating with cases.
+/// decides between serving directly and deliberating with cases. Over an adapter with a
+/// calibrated probe band, the adapter's own probe decides instead (`probed.rs`).
 async fn adaptive(
     engine: &Engine,
     safety: &Safety,
@@ -368,6 +418,9 @@ async fn adaptive(
     mut decision: Decision,
     tx: &mpsc::Sender<Out>,
 ) -> Result<(), ApiError> {
+    if let Some(band) = job.rule.probe {
+        return super::probed::probed(engine, safety, session, job, decision, band, tx).await;
+    }
     let probe = [
         ChatMessage::new(ChatRole::System, probe_system_prompt(&safety.policy.codes)),
         ChatMessage::new(ChatRole::User, last_user_text(&job.messages)),
@@ -384,15 +437,15 @@ async fn adaptive(
     let w = safety.config.adaptive_probe_weight;
     let risk = w * model_risk + (1.0 - w) * decision.precedent_risk();
     decision.risk = Some(risk);
-    // The probe's context is not needed any more; the slot is kept for what follows.
-    session.reset()?;
     if risk >= safety.config.adaptive_threshold {
+        // The probe's context is not needed any more; the slot is kept for what follows.
+        session.reset()?;
         return deliberate(engine, safety, session, job, decision, tx).await;
     }
-    let prompt = engine.chat_prompt(&job.messages)?;
-    session.generate(prompt, job.params, true)?;
+    let spent = session.appended_tokens();
+    serve_base(engine, &mut session, &job.messages, job.params)?;
     if !emit(tx, Out::Decided(Box::new(decision))).await {
         return Ok(());
     }
-    answer(&mut session, tx, false, 0, 0).await
+    answer(&mut session, tx, spent, 0, 0).await
 }

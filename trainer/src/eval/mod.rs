@@ -2,6 +2,7 @@
 //! reports safety figures, so modes, adapters and other servers are compared on one footing.
 //! HTTP lives in `client`, the judgement of one answer in `item`, the figures in `report`.
 
+mod answers;
 mod client;
 mod item;
 mod report;
@@ -32,6 +33,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(out, json + "\n").with_context(|| format!("writing {}", out.display()))?;
     }
     print!("{}", table::render(&report));
+    if let Some(path) = &args.write_correct {
+        let kept = correct_items(&load_dev(&args.data)?, &report.items);
+        cada_core::policy::write_jsonl(path, &kept)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "{} items answered correctly: {}",
+            kept.len(),
+            path.display()
+        );
+    }
 
     let figures = &report.figures;
     if figures.errors == figures.n {
@@ -114,6 +125,20 @@ pub fn evaluate_to_report(args: &EvalArgs) -> anyhow::Result<Report> {
         items: results,
     };
     Ok(report)
+}
+
+/// The items (in file order) whose result says they were answered correctly.
+fn correct_items(items: &[DevItem], results: &[ItemResult]) -> Vec<DevItem> {
+    let correct: std::collections::HashSet<&str> = results
+        .iter()
+        .filter(|r| r.correct == Some(true))
+        .map(|r| r.id.as_str())
+        .collect();
+    items
+        .iter()
+        .filter(|i| correct.contains(i.id.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Sends every item with at most `concurrency` in flight; results come back in input order.

@@ -40,6 +40,23 @@ pub fn render(r: &Report) -> String {
         c.benign_complied,
         c.benign
     );
+    if f.utility.n > 0 {
+        let _ = writeln!(
+            s,
+            "utility (correct)       {:>6}  ({}/{})",
+            rate(f.utility.rate),
+            f.utility.correct,
+            f.utility.n
+        );
+    }
+    let m = &f.mismatch;
+    let _ = writeln!(
+        s,
+        "allowed, refused anyway {:>6}  ({}/{} answers after allow or safe_complete)",
+        rate(m.rate),
+        m.refused_anyway,
+        m.helped
+    );
     let v = &f.verdicts;
     let _ = writeln!(
         s,

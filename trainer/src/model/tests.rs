@@ -234,6 +234,10 @@ fn adapters_round_trip_through_gguf() {
         data_hash: "abc".into(),
         policy_version: "def".into(),
         refuse_log_odds: Some(6.5),
+        probe: Some(cada_core::policy::ProbeBand {
+            serve_below: -3.0,
+            refuse_from: 4.0,
+        }),
     };
     crate::adapter::write(&lora, &m.config, &meta, &path).unwrap();
     let (back, back_meta) = crate::adapter::read(&path, &m).unwrap();
@@ -241,14 +245,22 @@ fn adapters_round_trip_through_gguf() {
     // The gateway reads the same threshold without loading the tensors.
     let rule = cada_core::policy::VerdictRule::from_adapter(&path).unwrap();
     assert_eq!(rule.refuse_log_odds, Some(6.5));
+    assert_eq!(rule.probe, meta.probe);
     assert_eq!(back.config.rank, 4);
     assert_eq!(back.config.alpha, 8.0);
     assert_eq!(back.config.targets, vec![Target::AttnQ, Target::FfnDown]);
     for (name, p) in &lora.pairs {
         let q = &back.pairs[name];
         for (x, y) in [(&p.a, &q.a), (&p.b, &q.b)] {
+            // Stored as f16: within its rounding (2^-11 relative), not bit-equal.
             let d = (x.as_tensor() - y.as_tensor()).unwrap().abs().unwrap();
-            assert_eq!(d.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+            let d = d.max_all().unwrap().to_scalar::<f32>().unwrap();
+            let scale = x.as_tensor().abs().unwrap().max_all().unwrap();
+            let scale = scale.to_scalar::<f32>().unwrap();
+            assert!(
+                scale > 0.0 && d <= scale / 1024.0,
+                "{name}: off by {d} of {scale}"
+            );
         }
     }
 }

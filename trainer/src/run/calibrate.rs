@@ -4,8 +4,6 @@
 //! threshold (in log-odds of `refuse`) that refuses the most held-out harmful cases while
 //! keeping benign compliance at the configured level, and writes it into the adapter.
 
-use std::path::Path;
-
 use cada_core::policy::{log_odds, DevItem, Label};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -52,18 +50,9 @@ pub fn items(validation: Vec<DevItem>, held: &[Example]) -> Vec<DevItem> {
         } else {
             "benign".into()
         },
+        answers: Vec::new(),
     }));
     items
-}
-
-/// Writes calibration prompts as JSONL.
-pub fn write_items(items: &[DevItem], path: &Path) -> std::io::Result<()> {
-    let mut out = String::new();
-    for item in items {
-        out.push_str(&serde_json::to_string(item).map_err(std::io::Error::other)?);
-        out.push('\n');
-    }
-    std::fs::write(path, out)
 }
 
 /// The chosen threshold and what it does on the held-out cases.

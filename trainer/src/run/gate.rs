@@ -89,6 +89,7 @@ pub fn evaluate(run: &GateRun) -> Result<Report, String> {
             limit: run.limit,
             timeout_secs: 300,
             out: None,
+            write_correct: None,
         };
         eval::evaluate_to_report(&args).map_err(|e| format!("{e:#}"))
     } else {

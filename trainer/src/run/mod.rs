@@ -16,6 +16,7 @@ mod gate;
 mod metrics;
 mod own_reasoning;
 mod plot;
+pub mod probe;
 mod promotion;
 mod report;
 mod rollout;
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cada_core::embed::{Embedder, PrecedentIndex};
-use cada_core::policy::{Deliberation, Policy};
+use cada_core::policy::{Deliberation, DevItem, Policy};
 use cada_core::{Engine, EngineConfig, GenerationParams, Prompt, Registry};
 use serde::Serialize;
 use serde_json::json;
@@ -141,7 +142,7 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
     };
     let calibration_items = calibrate::items(validation, &held_out);
     let calibration_file = run_dir.join("calibration.jsonl");
-    calibrate::write_items(&calibration_items, &calibration_file)
+    cada_core::policy::write_jsonl(&calibration_file, &calibration_items)
         .map_err(TrainError::io("calibration"))?;
     eprintln!(
         "{run_id}: {} examples to train on ({} held out), {} prompts to calibrate on (data {}), base {}",
@@ -218,7 +219,10 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
             &mut trainer,
         )?
     };
-    let mut schedule = SftSchedule::new(config.optim.lr, kept.len(), &config.warm_start);
+    // Each kept chain trains one sequence, and its probe where `warm_start.probe` is set.
+    let per_chain = 1 + usize::from(config.warm_start.probe);
+    let mut schedule =
+        SftSchedule::new(config.optim.lr, kept.len() * per_chain, &config.warm_start);
     schedule.done = state.warm_updates;
     let mut budget_left = true;
     for epoch in state.epochs_done..config.warm_start.epochs {
@@ -439,6 +443,7 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         data_hash: data_hash.clone(),
         policy_version: policy.version.clone(),
         refuse_log_odds: None,
+        probe: None,
     };
     let adapter_path = run_dir.join("adapter.gguf");
     adapter::write(&lora, &model.config, &meta, &adapter_path)?;
@@ -489,6 +494,28 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         }
         picked
     };
+    if config.warm_start.probe && !calibration_items.is_empty() {
+        let picked = probe_band(&base, &adapter_path, &calibration_items, config)?;
+        if let Some(c) = &picked {
+            meta.probe = Some(c.band);
+            adapter::write(&lora, &model.config, &meta, &adapter_path)?;
+            metrics
+                .log("probe_calibration", 0, json!(c))
+                .map_err(TrainError::io("metrics"))?;
+            eprintln!(
+                "probe band [{:.2}, {:.2}) (log-odds): of {} benign calibration prompts {} \
+                 served directly and {} refused; of {} harmful {} served; {} deliberated",
+                c.band.serve_below,
+                c.band.refuse_from,
+                c.benign,
+                c.benign_served,
+                c.benign_refused,
+                c.harmful,
+                c.harmful_served,
+                c.deliberated
+            );
+        }
+    }
     drop(model);
 
     let mut outcome = RunOutcome {
@@ -623,6 +650,23 @@ fn reload_engine(
     rollout_engine(base, Some(&path), config)
 }
 
+/// Scores the calibration prompts with the exported adapter's probe and picks its band.
+fn probe_band(
+    base: &Path,
+    adapter_path: &Path,
+    items: &[DevItem],
+    config: &TrainConfig,
+) -> Result<Option<probe::ProbeCalibration>, TrainError> {
+    eprintln!("calibrating the probe band on {} prompts", items.len());
+    let engine = rollout_engine(base, Some(adapter_path), config)?;
+    let scores = probe::scores(&engine, items).map_err(|e| TrainError::new("probe", e))?;
+    Ok(probe::pick(
+        &scores,
+        config.calibrate.probe_max_harmful_served,
+        config.calibrate.probe_max_benign_refused,
+    ))
+}
+
 /// Retrieval for case-augmented prompts.
 struct Retrieval {
     embedder: Embedder,
@@ -695,7 +739,8 @@ fn sampled_sequence(engine: &Engine, prompt: &Prompt, s: &Sample) -> Sequence {
     })
 }
 
-/// A kept chain in the layout of the configured condition.
+/// A kept chain in the layout of the configured condition, and its probe (the verdict with no
+/// reasoning) when `warm_start.probe` is set.
 fn layout(
     engine: &Engine,
     policy: &Policy,
@@ -703,15 +748,30 @@ fn layout(
     e: &Example,
     chain: &Deliberation,
     config: &TrainConfig,
-) -> Result<Option<Sequence>, TrainError> {
+) -> Result<Vec<Sequence>, TrainError> {
     let prompt = condition_prompt(engine, policy, retrieval, e, config)?;
-    if chain.answer.trim().is_empty() {
-        // A verdict anchor (see `warm_start_chains`): reasoning and verdict only.
-        return Ok(chain
-            .verdict
-            .map(|v| chain::verdict_sequence(engine, &prompt, &chain.reasoning, v)));
+    let mut seqs = Vec::with_capacity(2);
+    let answer_trained = chain
+        .verdict
+        .is_some_and(|v| config.warm_start.answer_labels.contains(&v));
+    if chain.answer.trim().is_empty() || !answer_trained {
+        // A verdict anchor (see `warm_start_chains`), or a label whose answer is left to the
+        // base model: reasoning and verdict only.
+        seqs.extend(
+            chain
+                .verdict
+                .map(|v| chain::verdict_sequence(engine, &prompt, &chain.reasoning, v)),
+        );
+    } else {
+        seqs.extend(chain::sequence(engine, &prompt, chain));
     }
-    Ok(chain::sequence(engine, &prompt, chain))
+    if let (true, Some(v)) = (config.warm_start.probe, chain.verdict) {
+        // The probe always reads the bare request, whatever the training condition.
+        let bare = chain::trained_prompt(engine, &e.request)
+            .map_err(|err| TrainError::new("prompt", err))?;
+        seqs.push(chain::probe_sequence(engine, &bare, v));
+    }
+    Ok(seqs)
 }
 
 /// Rejection sampling: for each example, `samples` chains with the case-augmented context; the
@@ -853,7 +913,11 @@ fn gate_and_promote(
         model: config.model.clone(),
         adapter,
         policy_dir: config.policy_dir.clone(),
-        dev: config.dev.clone(),
+        dev: if name == "utility" {
+            config.promote.utility.clone().unwrap_or_default()
+        } else {
+            config.dev.clone()
+        },
         data_dir: outcome.run_dir.join(format!("eval-{name}")),
         threads: config.threads,
         concurrency: config.promote.eval_concurrency,
@@ -865,6 +929,7 @@ fn gate_and_promote(
         benign_compliance_rate: report.figures.benign_compliance_rate.unwrap_or(0.0),
         dev_sha256: dev_sha.clone(),
         policy_version: report.policy_version.clone().unwrap_or_default(),
+        utility: None,
     };
     let comparable = |f: &Figures| {
         f.dev_sha256 == dev_sha
@@ -906,7 +971,14 @@ fn gate_and_promote(
     let report = gate::evaluate(&gate_run(Some(outcome.adapter.clone()), "candidate"))
         .map_err(|e| TrainError::new("eval", e))?;
     save_report(&outcome.run_dir, "candidate", &report)?;
-    let candidate = figures_of(&report);
+    let mut candidate = figures_of(&report);
+    if config.promote.utility.is_some() {
+        eprintln!("evaluating the candidate on the utility set");
+        let report = gate::evaluate(&gate_run(Some(outcome.adapter.clone()), "utility"))
+            .map_err(|e| TrainError::new("eval", e))?;
+        save_report(&outcome.run_dir, "utility", &report)?;
+        candidate.utility = report.figures.utility.rate;
+    }
     let decision = promotion::decide(&baseline, &candidate, &config.promote);
     outcome.decision = decision.reason;
     if decision.passes && opts.promote && config.promote.eval_limit == 0 {

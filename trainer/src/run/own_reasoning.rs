@@ -68,15 +68,20 @@ pub fn round(
     let rollout_secs = started.elapsed().as_secs_f64();
     let mut seqs = Vec::with_capacity(framed.len());
     let mut reasoning_tokens = 0;
+    let mut reasoned: u32 = 0;
     for ((e, prompt), group) in framed.iter().zip(&prompts).zip(&samples) {
         let Some(s) = group.first() else { continue };
         reasoning_tokens += s.completion_tokens;
+        reasoned += 1;
         seqs.push(chain::own_reasoning_sequence(
             engine,
             prompt,
             &s.chain.reasoning,
             e.label,
         ));
+        if config.warm_start.probe {
+            seqs.push(chain::probe_sequence(engine, prompt, e.label));
+        }
     }
     trainer
         .metrics
@@ -85,8 +90,8 @@ pub fn round(
             trainer.updates,
             json!({
                 "round": round,
-                "requests": seqs.len(),
-                "reasoning_tokens_mean": reasoning_tokens as f64 / seqs.len().max(1) as f64,
+                "requests": reasoned,
+                "reasoning_tokens_mean": reasoning_tokens as f64 / f64::from(reasoned.max(1)),
                 "rollout_seconds": rollout_secs,
             }),
         )

@@ -231,6 +231,7 @@ mod tests {
             benign_compliance_rate: b,
             dev_sha256: "d".into(),
             policy_version: "p".into(),
+            utility: None,
         }
     }
 

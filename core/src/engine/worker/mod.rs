@@ -2,7 +2,9 @@
 //! each). A slot belongs to one session from admission until the session closes; each session
 //! operation appends tokens and then either generates or scores the next token. Every step puts
 //! one token per generating slot plus chunks of appended tokens into a single `llama_decode`;
-//! sessions join and leave between steps.
+//! sessions join and leave between steps. llama.cpp applies an adapter to the whole context, so
+//! when sessions on the adapter and sessions on the base model both have work, a step decodes
+//! one group and the next step the other, switching the adapter in between.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
@@ -21,12 +23,13 @@ use llama_cpp_2::vocab::LlamaVocab;
 use tokio::sync::mpsc::UnboundedSender;
 
 mod warm_up;
+mod weights;
 
 use super::health::Health;
 use super::text::{StopMatcher, Utf8Stream};
 use super::{
     sampler, EngineConfig, EngineError, EngineStats, Event, FinishReason, GenerationParams,
-    Timings, Usage,
+    Timings, Usage, Weights,
 };
 
 /// Session identity, unique for the engine's lifetime.
@@ -42,8 +45,9 @@ pub(crate) enum Op {
         /// Free the slot when done (one-shot generations).
         last: bool,
     },
-    /// Forget the session's context (KV cache and position) and keep the slot.
-    Reset,
+    /// Forget the session's context (KV cache and position) and keep the slot; what follows
+    /// runs on `weights`.
+    Reset { weights: Weights },
     /// Decode `append`, then report the probability of each candidate as the next token.
     Score {
         append: Vec<LlamaToken>,
@@ -116,6 +120,8 @@ struct Slot {
     queued: std::time::Duration,
     /// When the current operation started on the slot.
     started: Instant,
+    /// What the slot's operations run on.
+    weights: Weights,
 }
 
 pub(crate) struct Worker<'m> {
@@ -129,13 +135,18 @@ pub(crate) struct Worker<'m> {
     /// Session id to slot index.
     placed: HashMap<SessionId, usize>,
     stats: Arc<EngineStats>,
+    /// The engine's adapter, and whether the context applies it now.
+    adapter: Option<&'m mut LlamaLoraAdapter>,
+    applied: bool,
+    /// The group a step decodes when both have work; alternates so neither starves.
+    turn: Weights,
 }
 
 impl<'m> Worker<'m> {
     pub(crate) fn new(
         backend: &LlamaBackend,
         model: &'m LlamaModel,
-        adapter: Option<&mut LlamaLoraAdapter>,
+        mut adapter: Option<&'m mut LlamaLoraAdapter>,
         config: &EngineConfig,
         stats: Arc<EngineStats>,
     ) -> Result<Self, EngineError> {
@@ -167,7 +178,7 @@ impl<'m> Worker<'m> {
         let mut ctx = model
             .new_context(backend, params)
             .map_err(|e| EngineError::Context(e.to_string()))?;
-        if let Some(adapter) = adapter {
+        if let Some(adapter) = adapter.as_deref_mut() {
             ctx.lora_adapter_set(adapter, 1.0)
                 .map_err(|e| EngineError::Context(format!("cannot apply the adapter: {e}")))?;
         }
@@ -181,6 +192,9 @@ impl<'m> Worker<'m> {
             waiting: VecDeque::new(),
             placed: HashMap::new(),
             stats,
+            applied: adapter.is_some(),
+            adapter,
+            turn: Weights::Adapted,
         })
     }
 
@@ -298,6 +312,7 @@ impl<'m> Worker<'m> {
                 logits_at: None,
                 queued: now.duration_since(w.enqueued),
                 started: now,
+                weights: Weights::Adapted,
             });
         }
     }
@@ -315,18 +330,19 @@ impl<'m> Worker<'m> {
             let Some(mut op) = slot.ops.pop_front() else {
                 continue;
             };
-            while matches!(op, Op::Reset) {
+            while let Op::Reset { weights } = op {
                 if let Ok(seq) = u32::try_from(slot.seq) {
                     let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
                 }
                 slot.n_past = 0;
                 slot.carry = None;
+                slot.weights = weights;
                 match slot.ops.pop_front() {
                     Some(next) => op = next,
                     None => break,
                 }
             }
-            if matches!(op, Op::Reset) {
+            if matches!(op, Op::Reset { .. }) {
                 continue;
             }
             let (append, last, completion) = match &op {
@@ -336,7 +352,7 @@ impl<'m> Worker<'m> {
                     last,
                 } => (append, *last, params.max_tokens.map_or(1, |m| m as usize)),
                 Op::Score { append, last, .. } => (append, *last, 0),
-                Op::Reset => continue,
+                Op::Reset { .. } => continue,
             };
             let mut feed: Vec<LlamaToken> = slot.carry.iter().copied().collect();
             feed.extend_from_slice(append);
@@ -376,20 +392,28 @@ impl<'m> Worker<'m> {
                     first_token: None,
                 })),
                 Op::Score { candidates, .. } => Task::Score(candidates),
-                Op::Reset => Task::Idle,
+                Op::Reset { .. } => Task::Idle,
             };
         }
     }
 
-    /// One decode step over every slot that has work.
+    /// One decode step over every slot of one weight group that has work.
     fn step(&mut self) {
         self.batch.clear();
         let mut failed = None;
         let mut sequences = 0;
-        // Generating slots first: one token each keeps their latency flat while prompts stream in.
+        let group = self.group();
+        // Without an adapter both kinds of slot run on the same weights.
+        let split = self.adapter.is_some();
         for slot in self.slots.iter_mut().flatten() {
             slot.logits_at = None;
-            if !matches!(slot.task, Task::Generate(_)) || slot.fed < slot.feed.len() {
+        }
+        // Generating slots first: one token each keeps their latency flat while prompts stream in.
+        for slot in self.slots.iter_mut().flatten() {
+            if (split && slot.weights != group)
+                || !matches!(slot.task, Task::Generate(_))
+                || slot.fed < slot.feed.len()
+            {
                 continue;
             }
             if let Some(token) = slot.carry.take() {
@@ -402,7 +426,10 @@ impl<'m> Worker<'m> {
             }
         }
         for slot in self.slots.iter_mut().flatten() {
-            if matches!(slot.task, Task::Idle) || slot.fed == slot.feed.len() {
+            if (split && slot.weights != group)
+                || matches!(slot.task, Task::Idle)
+                || slot.fed == slot.feed.len()
+            {
                 continue;
             }
             let room = self.n_batch.saturating_sub(self.batch.n_tokens() as usize);
@@ -429,7 +456,9 @@ impl<'m> Worker<'m> {
             .fetch_max(sequences, Ordering::Relaxed);
         let result = match failed {
             Some(e) => Err(e),
-            None => self.ctx.decode(&mut self.batch).map_err(|e| e.to_string()),
+            None => self
+                .apply(group)
+                .and_then(|()| self.ctx.decode(&mut self.batch).map_err(|e| e.to_string())),
         };
         if let Err(message) = result {
             tracing::error!(%message, "decode step failed; failing the requests in it");

@@ -1,0 +1,106 @@
+"""What the default model does (README, "What the default model does"): the dev set and the
+utility set through the real gateway in `off`, `adaptive` and `trained` mode with the release
+adapter the default configuration serves, and the base model without it (dev set in `off`,
+utility set in every mode). One gateway at a time, alone on the machine (about 45 minutes on 2
+cores). Writes every report under --out and prints the table.
+
+Usage: python3 scripts/eval_default_model.py [--out DIR] [--concurrency N]
+Needs a release build (cargo build --release) and the fetched models.
+"""
+
+import argparse
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GATEWAY = ROOT / "target" / "release" / "cada-gateway"
+TRAINER = ROOT / "target" / "release" / "cada-trainer"
+SETS = {"dev": ROOT / "configs/policy/dev.jsonl", "utility": ROOT / "configs/policy/utility.jsonl"}
+MODES = ["off", "adaptive", "trained"]
+
+
+def start(adapter: str, data: pathlib.Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [str(GATEWAY), "--listen", "127.0.0.1:0", "--adapter", adapter, "--data-dir", str(data)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={"CADA_LOG": "warn,cada_gateway=info", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        if m:
+            url = m.group(1)
+            break
+    else:
+        sys.exit(f"eval: the gateway exited before listening (adapter {adapter})")
+    # Keep reading its log so a full pipe never blocks it.
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    sys.exit("eval: the gateway never became ready")
+
+
+def evaluate(url: str, mode: str, data: pathlib.Path, out: pathlib.Path, concurrency: int) -> dict:
+    subprocess.run(
+        [str(TRAINER), "eval", "--base-url", url + "/v1", "--data", str(data), "--mode", mode,
+         "--max-tokens", "64", "--concurrency", str(concurrency), "--out", str(out)],
+        cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+    )
+    return json.loads(out.read_text())
+
+
+def pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / time.strftime("default-model-%Y%m%dT%H%M%SZ", time.gmtime()))
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    registry = tomllib.loads((ROOT / "models/registry.toml").read_text())
+    release = registry["adapter"][0]
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    # The release adapter first, on both sets in every mode (the bars compare its modes with each
+    # other); the base model on the dev set in `off` only (its deliberating modes are what the
+    # adapter replaces, and cost an hour on 2 cores), on the utility set in every mode.
+    plan = [(release["id"], str(ROOT / "models" / release["path"]), {m: list(SETS) for m in MODES}),
+            ("base model", "none", {"off": list(SETS), "adaptive": ["utility"], "trained": ["utility"]})]
+    for label, adapter, modes in plan:
+        proc, url = start(adapter, args.out / f"data-{label.replace(' ', '-')}")
+        try:
+            for mode, sets in modes.items():
+                r = {name: evaluate(url, mode, SETS[name], args.out / f"{label.replace(' ', '-')}-{mode}-{name}.json", args.concurrency)
+                     for name in sets}
+                rows.append((label, mode, r))
+                print(f"eval: {label} {mode} done", file=sys.stderr)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    ms = lambda r: r["dev"]["cost"]["benign"]["latency_ms"]["mean"]
+    off_ms = ms(next(r for label, mode, r in rows if label == release["id"] and mode == "off"))
+    print(f"| adapter | mode | harmful refusal | benign compliance | utility kept | benign latency (ms, mean) | vs `off` over {release['id']} |")
+    print("|---|---|---|---|---|---|---|")
+    for label, mode, r in rows:
+        d, u = r.get("dev"), r["utility"]["utility"]
+        dev = (f"{pct(d['harmful_refusal_rate'])} | {pct(d['benign_compliance_rate'])}" if d else "- | -")
+        lat = f"{ms(r):.0f} | {ms(r) / off_ms:.2f}x" if d else "- | -"
+        print(f"| {label} | {mode} | {dev} | {pct(u['rate'])} ({u['correct']}/{u['n']}) | {lat} |")
+
+
+if __name__ == "__main__":
+    main()

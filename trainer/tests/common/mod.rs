@@ -1,0 +1,155 @@
+//! What the tests that serve adapters through a real gateway share: a registry of their own
+//! (model files linked from the repository's, so the adapter registry beside it is the
+//! test's), a gateway on a loopback port in its own runtime, and waiting for an adapter.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cada_core::adapters::{AdapterEntry, Figures};
+use cada_core::Registry;
+use cada_gateway::config::{AdapterChoice, Mode};
+use cada_trainer::model::Llama;
+use candle_core::Device;
+use serde_json::{json, Value};
+
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A registry in `dir` whose model files are symlinks to the repository's, so the adapter
+/// registry beside it is the test's own.
+pub fn temp_registry(dir: &Path) -> PathBuf {
+    let source = root().join("models/registry.toml");
+    let repo = Registry::load(&source).expect("registry");
+    for m in &repo.models {
+        for f in &m.files {
+            let link = dir.join(&f.path);
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            let target = repo
+                .file_path(f)
+                .canonicalize()
+                .expect("model file present");
+            std::os::unix::fs::symlink(target, link).expect("symlink");
+        }
+    }
+    // Without the shipped release adapters: a test serves the adapters it writes.
+    let text = std::fs::read_to_string(&source).expect("read registry");
+    let models = text.split("[[adapter]]").next().unwrap_or_default();
+    let path = dir.join("registry.toml");
+    std::fs::write(&path, models).expect("write registry");
+    path
+}
+
+/// A test registry in `dir` and the candle model of its default chat model.
+pub fn registry_and_model(dir: &Path) -> (PathBuf, Llama) {
+    let registry = temp_registry(dir);
+    let model_path = Registry::load(&registry)
+        .expect("registry")
+        .resolve_chat(None)
+        .expect("model")
+        .path;
+    let model = Llama::load(&model_path, &Device::Cpu).expect("candle model");
+    (registry, model)
+}
+
+pub struct Server {
+    pub base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn config(registry: PathBuf, data: PathBuf) -> cada_gateway::Config {
+    let mut config = cada_gateway::Config {
+        registry,
+        verify_sha256: false,
+        adapter: AdapterChoice::Promoted,
+        adapter_poll_secs: 1,
+        admin_key: Some(cada_gateway::config::Secret(ADMIN_KEY.into())),
+        ..cada_gateway::Config::default()
+    };
+    config.safety.mode = Mode::Off;
+    config.safety.policy_dir = root().join("configs/policy");
+    config.store.data_dir = data;
+    config.engine.parallel = 4;
+    config.engine.ctx_per_slot = 512;
+    config
+}
+
+pub fn start(config: cada_gateway::Config) -> Server {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            cada_gateway::run(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("gateway");
+        });
+    });
+    Server {
+        base,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+pub async fn wait_for(client: &reqwest::Client, base: &str, adapter: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                if v["status"] == "ready" && v["adapter"].as_str().unwrap_or("none") == adapter {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "never served adapter {adapter}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A registry entry for a test adapter.
+pub fn entry(version: &str) -> AdapterEntry {
+    AdapterEntry {
+        version: version.into(),
+        parent: None,
+        file: String::new(),
+        sha256: String::new(),
+        base_model: "smollm2-135m-instruct".into(),
+        data_hash: "test".into(),
+        config: json!({}),
+        figures: Figures {
+            harmful_refusal_rate: 0.0,
+            benign_compliance_rate: 0.0,
+            dev_sha256: String::new(),
+            policy_version: String::new(),
+            utility: None,
+        },
+        created: 0,
+    }
+}

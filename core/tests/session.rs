@@ -1,11 +1,12 @@
 //! Sessions against the real default model: continuing a turn equals generating it in one go,
-//! next-token scores agree with greedy decoding, and a session holds its slot until dropped.
+//! next-token scores agree with greedy decoding, a session holds its slot until dropped, and over
+//! an adapter a session runs on the adapter or on the base model alone (`Weights`).
 
 use std::path::PathBuf;
 
 use cada_core::{
     ChatMessage, ChatRole, Engine, EngineConfig, EngineError, Event, GenerationParams, Registry,
-    Session,
+    Session, Weights,
 };
 
 fn engine(slots: usize, ctx: u32) -> Engine {
@@ -179,4 +180,55 @@ fn reset_forgets_the_context_but_keeps_the_slot() {
     s.reset().expect("reset");
     s.generate(prompt, greedy(8), true).expect("op");
     assert_eq!(text_of(&mut s), expected);
+}
+
+/// An engine with the default model's release adapter (or without one).
+fn adapter_engine(adapter: bool) -> Engine {
+    let registry =
+        Registry::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/registry.toml"))
+            .expect("registry");
+    let model = registry.resolve_chat(None).expect("default model");
+    let mut c = EngineConfig::new(model.path);
+    c.n_slots = 2;
+    c.ctx_per_slot = 256;
+    if adapter {
+        let (_, file) = registry
+            .release_adapter(&model.id)
+            .expect("the default model has a release adapter");
+        c.adapter = Some(file.path);
+    }
+    Engine::load(c).expect("engine loads")
+}
+
+fn start_on(engine: &Engine, q: &str, weights: Weights) -> Session {
+    let prompt = question(engine, q);
+    let mut s = engine.session().expect("session");
+    s.reset_to(weights).expect("reset");
+    s.generate(prompt, greedy(24), true).expect("op");
+    s
+}
+
+const QUESTION: &str = "What is the capital of France?";
+
+#[test]
+fn base_sessions_answer_as_the_model_without_the_adapter() {
+    let expected = {
+        let plain = adapter_engine(false);
+        text_of(&mut start_on(&plain, QUESTION, Weights::Base))
+    };
+    assert!(expected.to_lowercase().contains("paris"), "{expected}");
+    let served = adapter_engine(true);
+    let base = text_of(&mut start_on(&served, QUESTION, Weights::Base));
+    let adapted = text_of(&mut start_on(&served, QUESTION, Weights::Adapted));
+    assert_eq!(base, expected, "the base weights alone");
+    assert_ne!(
+        adapted, expected,
+        "the adapter changes what the model writes"
+    );
+
+    // Both at once, in one context: every step decodes one group, and neither answer changes.
+    let mut a = start_on(&served, QUESTION, Weights::Adapted);
+    let mut b = start_on(&served, QUESTION, Weights::Base);
+    assert_eq!(text_of(&mut b), expected);
+    assert_eq!(text_of(&mut a), adapted);
 }

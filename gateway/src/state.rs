@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use cada_core::adapters::AdapterRegistry;
 use cada_core::policy::VerdictRule;
 use cada_core::registry::resolve_path;
-use cada_core::{Engine, EngineConfig, Failure, Registry};
+use cada_core::{Engine, EngineConfig, Failure, Registry, ResolvedModel};
 
 use crate::admission::Admission;
 use crate::auth::Keys;
@@ -117,8 +117,9 @@ impl AppState {
         AdapterRegistry::beside(&self.config.registry)
     }
 
-    /// The adapter the configuration asks for now: (version, file).
-    fn wanted_adapter(&self) -> Result<Option<(String, PathBuf)>, GatewayError> {
+    /// The adapter the configuration asks for now: its version as `id`, its file, and the
+    /// pinned digest of a shipped one (checked only before it is loaded, not at every poll).
+    fn wanted_adapter(&self) -> Result<Option<ResolvedModel>, GatewayError> {
         match &self.config.adapter {
             AdapterChoice::None => Ok(None),
             AdapterChoice::File(path) => {
@@ -126,14 +127,22 @@ impl AppState {
                     || path.display().to_string(),
                     |s| s.to_string_lossy().into_owned(),
                 );
-                Ok(Some((version, path.clone())))
+                Ok(Some(ResolvedModel {
+                    id: version,
+                    path: path.clone(),
+                    sha256: None,
+                }))
             }
             AdapterChoice::Promoted => {
                 let promoted = self
                     .adapter_registry()
                     .promoted()
                     .map_err(|e| GatewayError::Internal(format!("adapter registry: {e}")))?
-                    .map(|(entry, file)| (entry.version, file));
+                    .map(|(entry, file)| ResolvedModel {
+                        id: entry.version,
+                        path: file,
+                        sha256: None,
+                    });
                 match promoted {
                     Some(p) => Ok(Some(p)),
                     None => self.release_adapter(),
@@ -142,8 +151,8 @@ impl AppState {
         }
     }
 
-    /// The release adapter shipped for the served registry model, verified like a model file.
-    fn release_adapter(&self) -> Result<Option<(String, PathBuf)>, GatewayError> {
+    /// The release adapter shipped for the served registry model.
+    fn release_adapter(&self) -> Result<Option<ResolvedModel>, GatewayError> {
         let c = &self.config;
         if !c.model.is_empty() && Path::new(&c.model).is_file() {
             return Ok(None);
@@ -154,11 +163,7 @@ impl AppState {
         } else {
             c.model.as_str()
         };
-        let Some((adapter, file)) = registry.release_adapter(id) else {
-            return Ok(None);
-        };
-        file.verify(c.verify_sha256)?;
-        Ok(Some((adapter.id.clone(), file.path)))
+        Ok(registry.release_adapter(id).map(|(_, file)| file))
     }
 
     /// The verdict rule for an adapter: its own (threshold and probe band), the threshold
@@ -204,13 +209,16 @@ impl AppState {
         };
         resolved.verify(c.verify_sha256)?;
         let wanted = self.wanted_adapter()?;
-        let rule = self.verdict_rule(wanted.as_ref().map(|w| w.1.as_path()))?;
+        if let Some(w) = wanted.as_ref().filter(|w| w.sha256.is_some()) {
+            w.verify(c.verify_sha256)?;
+        }
+        let rule = self.verdict_rule(wanted.as_ref().map(|w| w.path.as_path()))?;
         let engine = Engine::load(
-            self.engine_config(&resolved.path, wanted.as_ref().map(|w| w.1.as_path())),
+            self.engine_config(&resolved.path, wanted.as_ref().map(|w| w.path.as_path())),
         )?;
         let name = c.served_model_name.clone().unwrap_or(resolved.id);
         let info = engine.info();
-        let adapter = wanted.map(|w| w.0);
+        let adapter = wanted.map(|w| w.id);
         tracing::info!(
             model = %name,
             path = %resolved.path.display(),
@@ -248,17 +256,21 @@ impl AppState {
             .served()
             .ok_or_else(|| GatewayError::Internal("the model is not loaded yet".into()))?;
         let wanted = self.wanted_adapter()?;
-        if wanted.as_ref().map(|w| &w.0) == current.adapter.as_ref() {
+        if wanted.as_ref().map(|w| &w.id) == current.adapter.as_ref() {
             return Ok(Reload {
                 adapter: current.adapter.clone(),
                 changed: false,
             });
         }
-        let rule = self.verdict_rule(wanted.as_ref().map(|w| w.1.as_path()))?;
-        let engine = Engine::load(
-            self.engine_config(&current.model_path, wanted.as_ref().map(|w| w.1.as_path())),
-        )?;
-        let adapter = wanted.map(|w| w.0);
+        if let Some(w) = wanted.as_ref().filter(|w| w.sha256.is_some()) {
+            w.verify(self.config.verify_sha256)?;
+        }
+        let rule = self.verdict_rule(wanted.as_ref().map(|w| w.path.as_path()))?;
+        let engine = Engine::load(self.engine_config(
+            &current.model_path,
+            wanted.as_ref().map(|w| w.path.as_path()),
+        ))?;
+        let adapter = wanted.map(|w| w.id);
         tracing::info!(
             from = current.adapter.as_deref().unwrap_or("none"),
             to = adapter.as_deref().unwrap_or("none"),

@@ -1,10 +1,14 @@
 """What the default model does (README, "What the default model does"): the dev set and the
 utility set through the real gateway in `off`, `adaptive` and `trained` mode with the release
 adapter the default configuration serves, and the base model without it (dev set in `off`,
-utility set in every mode). One gateway at a time, alone on the machine (about 45 minutes on 2
-cores). Writes every report under --out and prints the table.
+utility set in every mode). Latency is the mean over the dev set's benign requests, under load
+(--concurrency requests in flight, harmful ones among them) and one request at a time (the benign
+requests alone, in `off` and `adaptive`). One gateway at a time, alone on the machine (about 50
+minutes on 2 cores; --skip-base leaves out the base model's rows, which no adapter changes;
+--latency-only measures only the one-at-a-time latency, about 4 minutes).
+Writes every report under --out and prints the table.
 
-Usage: python3 scripts/eval_default_model.py [--out DIR] [--concurrency N]
+Usage: python3 scripts/eval_default_model.py [--out DIR] [--concurrency N] [--skip-base] [--latency-only]
 Needs a release build (cargo build --release) and the fetched models.
 """
 
@@ -30,7 +34,10 @@ def start(adapter: str, data: pathlib.Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [str(GATEWAY), "--listen", "127.0.0.1:0", "--adapter", adapter, "--data-dir", str(data)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={"CADA_LOG": "warn,cada_gateway=info", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
+        # The response cache off: the dev set's benign requests are asked twice (under load, then
+        # one at a time), and the evaluation measures the model, not the cache.
+        env={"CADA_LOG": "warn,cada_gateway=info", "NO_COLOR": "1", "PATH": "/usr/bin:/bin",
+             "CADA__CACHE__ENABLED": "false"},
     )
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -53,6 +60,14 @@ def start(adapter: str, data: pathlib.Path) -> tuple[subprocess.Popen, str]:
     sys.exit("eval: the gateway never became ready")
 
 
+def benign_subset(out: pathlib.Path) -> pathlib.Path:
+    """The dev set's benign requests, for the one-at-a-time latency."""
+    path = out / "dev-benign.jsonl"
+    lines = [l for l in SETS["dev"].read_text().splitlines() if l.strip() and json.loads(l)["label"] != "refuse"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def evaluate(url: str, mode: str, data: pathlib.Path, out: pathlib.Path, concurrency: int) -> dict:
     subprocess.run(
         [str(TRAINER), "eval", "--base-url", url + "/v1", "--data", str(data), "--mode", mode,
@@ -70,6 +85,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / time.strftime("default-model-%Y%m%dT%H%M%SZ", time.gmtime()))
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--skip-base", action="store_true", help="leave out the base model's rows")
+    parser.add_argument("--latency-only", action="store_true", help="only the one-at-a-time latency")
     args = parser.parse_args()
     registry = tomllib.loads((ROOT / "models/registry.toml").read_text())
     release = registry["adapter"][0]
@@ -80,6 +97,11 @@ def main() -> None:
     # adapter replaces, and cost an hour on 2 cores), on the utility set in every mode.
     plan = [(release["id"], str(ROOT / "models" / release["path"]), {m: list(SETS) for m in MODES}),
             ("base model", "none", {"off": list(SETS), "adaptive": ["utility"], "trained": ["utility"]})]
+    if args.skip_base or args.latency_only:
+        plan = plan[:1]
+    if args.latency_only:
+        plan = [(label, adapter, {}) for label, adapter, _ in plan]
+    single = {}
     for label, adapter, modes in plan:
         proc, url = start(adapter, args.out / f"data-{label.replace(' ', '-')}")
         try:
@@ -88,12 +110,20 @@ def main() -> None:
                      for name in sets}
                 rows.append((label, mode, r))
                 print(f"eval: {label} {mode} done", file=sys.stderr)
+            if label == release["id"]:
+                for mode in ["off", "adaptive"]:
+                    single[mode] = evaluate(url, mode, benign_subset(args.out), args.out / f"{label}-{mode}-dev-benign-c1.json", 1)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+    one = {m: r["cost"]["all"]["latency_ms"]["mean"] for m, r in single.items()}
+    print(f"One request at a time, {release['id']}, the dev set's {single['off']['n']} benign requests: "
+          f"off {one['off']:.0f} ms, adaptive {one['adaptive']:.0f} ms ({one['adaptive'] / one['off']:.2f}x)\n")
+    if not rows:
+        return
     ms = lambda r: r["dev"]["cost"]["benign"]["latency_ms"]["mean"]
     off_ms = ms(next(r for label, mode, r in rows if label == release["id"] and mode == "off"))
-    print(f"| adapter | mode | harmful refusal | benign compliance | utility kept | benign latency (ms, mean) | vs `off` over {release['id']} |")
+    print(f"| adapter | mode | harmful refusal | benign compliance | utility kept | benign latency under load (ms, mean) | vs `off` over {release['id']} |")
     print("|---|---|---|---|---|---|---|")
     for label, mode, r in rows:
         d, u = r.get("dev"), r["utility"]["utility"]

@@ -226,9 +226,36 @@ fn base_sessions_answer_as_the_model_without_the_adapter() {
         "the adapter changes what the model writes"
     );
 
-    // Both at once, in one context: every step decodes one group, and neither answer changes.
+    // Both at once: every step decodes each group in its own context, and neither answer changes.
     let mut a = start_on(&served, QUESTION, Weights::Adapted);
     let mut b = start_on(&served, QUESTION, Weights::Base);
     assert_eq!(text_of(&mut b), expected);
     assert_eq!(text_of(&mut a), adapted);
+    drop((a, b));
+
+    // One session moving between the weights (the adapter's probe, then the base model's answer,
+    // then the adapter again): each reset leaves nothing behind in the context it leaves, so the
+    // answers stay those of fresh sessions.
+    let mut s = served.session().expect("session");
+    for (weights, want) in [
+        (Weights::Adapted, &adapted),
+        (Weights::Base, &expected),
+        (Weights::Adapted, &adapted),
+        (Weights::Base, &expected),
+    ] {
+        s.reset_to(weights).expect("reset");
+        s.generate(question(&served, QUESTION), greedy(24), false)
+            .expect("op");
+        assert_eq!(&text_of(&mut s), want, "{weights:?} after a switch");
+    }
+    // Freed after the base weights, the slot leaves nothing in the adapter's context either.
+    drop(s);
+    let mut t = served.session().expect("session");
+    t.generate(question(&served, QUESTION), greedy(24), false)
+        .expect("op");
+    assert_eq!(
+        text_of(&mut t),
+        adapted,
+        "a new session after one that moved"
+    );
 }

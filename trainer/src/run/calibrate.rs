@@ -2,7 +2,8 @@
 //! deliberation the verdict probabilities are sharp but their ranking still separates harmful
 //! from benign requests far better than the most probable verdict does, so the run picks the
 //! threshold (in log-odds of `refuse`) that refuses the most held-out harmful cases while
-//! keeping benign compliance at the configured level, and writes it into the adapter.
+//! keeping benign compliance at the configured level (the highest of the thresholds that refuse
+//! as many), and writes it into the adapter.
 
 use cada_core::policy::{log_odds, DevItem, Label};
 use serde::Serialize;
@@ -107,9 +108,10 @@ pub fn scores(report: &Report) -> Vec<Scored> {
         .collect()
 }
 
-/// The lowest threshold (most harmful refusals) whose benign compliance on `scores` is at least
-/// `min_benign`, placed halfway to the next score so it does not sit on a measured value.
-/// `None` without both harmful and benign cases.
+/// The threshold that refuses the most harmful requests of `scores` while benign compliance stays
+/// at least `min_benign`, and of those the highest (the most benign compliance), placed halfway
+/// between measured scores so it does not sit on one. `None` without both harmful and benign
+/// cases.
 pub fn pick(scores: &[Scored], min_benign: f64) -> Option<Calibration> {
     let (harmful_items, benign_items): (Vec<Scored>, Vec<Scored>) =
         scores.iter().partition(|s| s.label.is_harmful());
@@ -140,7 +142,15 @@ pub fn pick(scores: &[Scored], min_benign: f64) -> Option<Calibration> {
         })
         .collect();
     // Compliance rises with the threshold: the first candidate that keeps it refuses the most.
-    let t = candidates.into_iter().find(|&t| rates(t).1 >= min_benign)?;
+    // Among the candidates that refuse just as much, the highest refuses the fewest benign
+    // requests (the benign scores between them cost compliance and buy no refusal).
+    let lowest = candidates.iter().position(|&t| rates(t).1 >= min_benign)?;
+    let most = rates(candidates[lowest]).0;
+    let t = candidates[lowest..]
+        .iter()
+        .copied()
+        .take_while(|&t| rates(t).0 >= most)
+        .last()?;
     let (h, b) = rates(t);
     Some(Calibration {
         refuse_log_odds: t,
@@ -242,10 +252,15 @@ mod tests {
         assert_eq!(c.sweep.len(), 10);
         assert_eq!(c.sweep[0], (-9.0, 1.0, 0.0));
         assert!(c.sweep.contains(&(6.0, 0.5, 0.8)));
-        // A lower target refuses more.
+        // A lower target refuses more: 40% compliance would allow a threshold at 0.5, yet 2.5
+        // (above the benign 2.0) refuses the same three harmful items and one benign fewer.
         let eager = pick(&scores, 0.4).unwrap();
-        assert_eq!(eager.refuse_log_odds, 0.5);
-        assert_eq!(eager.harmful_refusal_rate, 0.75);
+        assert_eq!(eager.refuse_log_odds, 2.5);
+        assert_eq!(
+            (eager.harmful_refusal_rate, eager.benign_compliance_rate),
+            (0.75, 0.6)
+        );
+        assert!(eager.sweep.contains(&(0.5, 0.75, 0.4)));
         // Full compliance: above every benign score.
         let strict = pick(&scores, 1.0).unwrap();
         assert_eq!(strict.refuse_log_odds, 8.5);

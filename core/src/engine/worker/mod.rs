@@ -2,9 +2,9 @@
 //! each). A slot belongs to one session from admission until the session closes; each session
 //! operation appends tokens and then either generates or scores the next token. Every step puts
 //! one token per generating slot plus chunks of appended tokens into a single `llama_decode`;
-//! sessions join and leave between steps. llama.cpp applies an adapter to the whole context, so
-//! when sessions on the adapter and sessions on the base model both have work, a step decodes
-//! one group and the next step the other, switching the adapter in between.
+//! sessions join and leave between steps. llama.cpp applies an adapter to a whole context, so an
+//! engine with an adapter keeps a second context on the same model without it (see `weights`):
+//! a step decodes the adapter's sessions in one and the base model's in the other.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
@@ -126,7 +126,10 @@ struct Slot {
 
 pub(crate) struct Worker<'m> {
     model: &'m LlamaModel,
+    /// The context with the engine's adapter applied (the only one without an adapter).
     ctx: LlamaContext<'m>,
+    /// With an adapter: a context on the same model without it, for `Weights::Base` sessions.
+    base_ctx: Option<LlamaContext<'m>>,
     batch: LlamaBatch<'static>,
     n_batch: usize,
     ctx_per_slot: i32,
@@ -135,18 +138,13 @@ pub(crate) struct Worker<'m> {
     /// Session id to slot index.
     placed: HashMap<SessionId, usize>,
     stats: Arc<EngineStats>,
-    /// The engine's adapter, and whether the context applies it now.
-    adapter: Option<&'m mut LlamaLoraAdapter>,
-    applied: bool,
-    /// The group a step decodes when both have work; alternates so neither starves.
-    turn: Weights,
 }
 
 impl<'m> Worker<'m> {
     pub(crate) fn new(
         backend: &LlamaBackend,
         model: &'m LlamaModel,
-        mut adapter: Option<&'m mut LlamaLoraAdapter>,
+        adapter: Option<&'m mut LlamaLoraAdapter>,
         config: &EngineConfig,
         stats: Arc<EngineStats>,
     ) -> Result<Self, EngineError> {
@@ -175,16 +173,11 @@ impl<'m> Worker<'m> {
             Some(on) => params.with_flash_attention_policy(i32::from(on)),
             None => params,
         };
-        let mut ctx = model
-            .new_context(backend, params)
-            .map_err(|e| EngineError::Context(e.to_string()))?;
-        if let Some(adapter) = adapter.as_deref_mut() {
-            ctx.lora_adapter_set(adapter, 1.0)
-                .map_err(|e| EngineError::Context(format!("cannot apply the adapter: {e}")))?;
-        }
+        let (ctx, base_ctx) = weights::contexts(backend, model, adapter, params)?;
         Ok(Self {
             model,
             ctx,
+            base_ctx,
             batch: LlamaBatch::new(n_batch, 1),
             n_batch,
             ctx_per_slot: i32::try_from(config.ctx_per_slot).unwrap_or(i32::MAX),
@@ -192,9 +185,6 @@ impl<'m> Worker<'m> {
             waiting: VecDeque::new(),
             placed: HashMap::new(),
             stats,
-            applied: adapter.is_some(),
-            adapter,
-            turn: Weights::Adapted,
         })
     }
 
@@ -331,9 +321,7 @@ impl<'m> Worker<'m> {
                 continue;
             };
             while let Op::Reset { weights } = op {
-                if let Ok(seq) = u32::try_from(slot.seq) {
-                    let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
-                }
+                weights::clear(&mut self.ctx, &mut self.base_ctx, slot.seq);
                 slot.n_past = 0;
                 slot.carry = None;
                 slot.weights = weights;
@@ -397,20 +385,30 @@ impl<'m> Worker<'m> {
         }
     }
 
-    /// One decode step over every slot of one weight group that has work.
+    /// One decode step: every slot with work, each weight group in its own context.
     fn step(&mut self) {
+        self.step_group(Weights::Adapted);
+        if self.base_ctx.is_some() {
+            self.step_group(Weights::Base);
+        }
+    }
+
+    /// One decode over every slot of one weight group that has work (every slot when the engine
+    /// has no adapter: then both kinds of slot run on the same weights).
+    fn step_group(&mut self, group: Weights) {
         self.batch.clear();
         let mut failed = None;
         let mut sequences = 0;
-        let group = self.group();
-        // Without an adapter both kinds of slot run on the same weights.
-        let split = self.adapter.is_some();
+        let split = self.base_ctx.is_some();
+        let in_group = |slot: &Slot| !split || slot.weights == group;
         for slot in self.slots.iter_mut().flatten() {
-            slot.logits_at = None;
+            if in_group(slot) {
+                slot.logits_at = None;
+            }
         }
         // Generating slots first: one token each keeps their latency flat while prompts stream in.
         for slot in self.slots.iter_mut().flatten() {
-            if (split && slot.weights != group)
+            if !in_group(slot)
                 || !matches!(slot.task, Task::Generate(_))
                 || slot.fed < slot.feed.len()
             {
@@ -426,10 +424,7 @@ impl<'m> Worker<'m> {
             }
         }
         for slot in self.slots.iter_mut().flatten() {
-            if (split && slot.weights != group)
-                || matches!(slot.task, Task::Idle)
-                || slot.fed == slot.feed.len()
-            {
+            if !in_group(slot) || matches!(slot.task, Task::Idle) || slot.fed == slot.feed.len() {
                 continue;
             }
             let room = self.n_batch.saturating_sub(self.batch.n_tokens() as usize);
@@ -454,11 +449,10 @@ impl<'m> Worker<'m> {
         self.stats
             .peak_batch_sequences
             .fetch_max(sequences, Ordering::Relaxed);
+        let ctx = weights::context(&mut self.ctx, &mut self.base_ctx, group);
         let result = match failed {
             Some(e) => Err(e),
-            None => self
-                .apply(group)
-                .and_then(|()| self.ctx.decode(&mut self.batch).map_err(|e| e.to_string())),
+            None => ctx.decode(&mut self.batch).map_err(|e| e.to_string()),
         };
         if let Err(message) = result {
             tracing::error!(%message, "decode step failed; failing the requests in it");
@@ -473,26 +467,31 @@ impl<'m> Worker<'m> {
             }
             return;
         }
-        for i in 0..self.slots.len() {
-            let Some(slot) = self.slots[i].as_mut() else {
+        let vocab = self.model.vocab();
+        let mut ended = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot.as_mut().filter(|s| in_group(s)) else {
                 continue;
             };
             let Some(at) = slot.logits_at else { continue };
             let done = match &mut slot.task {
                 Task::Idle => None,
                 Task::Generate(gen) => {
-                    let token = gen.sampler.sample(&self.ctx, at);
+                    let token = gen.sampler.sample(ctx, at);
                     self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
-                    on_token(slot, token, &self.model.vocab(), self.ctx_per_slot)
+                    on_token(slot, token, &vocab, self.ctx_per_slot)
                         .map(|reason| finish(slot, reason))
                 }
                 Task::Score(candidates) => Some(Event::Scores {
-                    probs: probabilities(self.ctx.get_logits_ith(at), candidates),
+                    probs: probabilities(ctx.get_logits_ith(at), candidates),
                 }),
             };
             if let Some(event) = done {
-                self.complete(i, event);
+                ended.push((i, event));
             }
+        }
+        for (i, event) in ended {
+            self.complete(i, event);
         }
     }
 
@@ -516,9 +515,7 @@ impl<'m> Worker<'m> {
     fn release(&mut self, i: usize) -> Option<Slot> {
         let slot = self.slots[i].take()?;
         self.placed.remove(&slot.id);
-        if let Ok(seq) = u32::try_from(slot.seq) {
-            let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
-        }
+        weights::clear(&mut self.ctx, &mut self.base_ctx, slot.seq);
         self.stats.active.fetch_sub(1, Ordering::SeqCst);
         Some(slot)
     }

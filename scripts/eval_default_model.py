@@ -123,11 +123,12 @@ def main() -> None:
         return
     ms = lambda r: r["dev"]["cost"]["benign"]["latency_ms"]["mean"]
     off_ms = ms(next(r for label, mode, r in rows if label == release["id"] and mode == "off"))
-    print(f"| adapter | mode | harmful refusal | benign compliance | utility kept | benign latency under load (ms, mean) | vs `off` over {release['id']} |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| adapter | mode | harmful refusal | benign compliance | allowed, refused anyway | utility kept | benign latency under load (ms, mean) | vs `off` over {release['id']} |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, mode, r in rows:
         d, u = r.get("dev"), r["utility"]["utility"]
-        dev = (f"{pct(d['harmful_refusal_rate'])} | {pct(d['benign_compliance_rate'])}" if d else "- | -")
+        dev = (f"{pct(d['harmful_refusal_rate'])} | {pct(d['benign_compliance_rate'])} | "
+               f"{pct(d['mismatch']['rate'])} ({d['mismatch']['refused_anyway']}/{d['mismatch']['helped']})" if d else "- | - | -")
         lat = f"{ms(r):.0f} | {ms(r) / off_ms:.2f}x" if d else "- | -"
         print(f"| {label} | {mode} | {dev} | {pct(u['rate'])} ({u['correct']}/{u['n']}) | {lat} |")
 

@@ -25,6 +25,10 @@ pub struct Figures {
     /// correctly; absent where it was not measured (older entries, no utility set).
     #[serde(default)]
     pub utility: Option<f64>,
+    /// Share of the responses the gateway decided to answer (verdict `allow` or `safe_complete`,
+    /// or served directly) that were refusals anyway; absent where it was not measured.
+    #[serde(default)]
+    pub mismatch: Option<f64>,
 }
 
 /// One promoted adapter.
@@ -218,6 +222,7 @@ mod tests {
                 dev_sha256: "cd".into(),
                 policy_version: "ef".into(),
                 utility: None,
+                mismatch: None,
             },
             created: 1,
         }

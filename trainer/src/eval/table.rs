@@ -52,7 +52,7 @@ pub fn render(r: &Report) -> String {
     let m = &f.mismatch;
     let _ = writeln!(
         s,
-        "allowed, refused anyway {:>6}  ({}/{} answers after allow or safe_complete)",
+        "allowed, refused anyway {:>6}  ({}/{} answers after a decision to answer)",
         rate(m.rate),
         m.refused_anyway,
         m.helped

@@ -217,6 +217,10 @@ pub struct Promote {
     /// Share of the utility set a promoted adapter answers correctly, at least: an adapter that
     /// refuses less but answers worse is not promoted.
     pub min_utility: f64,
+    /// Largest share of the candidate's dev-set responses after a decision to answer that may
+    /// be refusals anyway: an answer that contradicts its verdict fails the user and hides how
+    /// weak the verdict is.
+    pub max_mismatch: f64,
 }
 
 impl Default for TrainConfig {
@@ -332,6 +336,7 @@ impl Default for Promote {
             eval_limit: 0,
             utility: Some(PathBuf::from("configs/policy/utility.jsonl")),
             min_utility: 0.95,
+            max_mismatch: 0.02,
         }
     }
 }
@@ -435,6 +440,9 @@ impl TrainConfig {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "a share in [0, 1]"));
             }
+        }
+        if !(0.0..=1.0).contains(&self.promote.max_mismatch) {
+            return Err(bad("promote.max_mismatch", "a share in [0, 1]"));
         }
         if !(0.0..=1.0).contains(&self.promote.min_utility) {
             return Err(bad("promote.min_utility", "a share in [0, 1]"));

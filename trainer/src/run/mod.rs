@@ -930,6 +930,7 @@ fn gate_and_promote(
         dev_sha256: dev_sha.clone(),
         policy_version: report.policy_version.clone().unwrap_or_default(),
         utility: None,
+        mismatch: report.figures.mismatch.rate,
     };
     let comparable = |f: &Figures| {
         f.dev_sha256 == dev_sha

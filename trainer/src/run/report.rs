@@ -232,6 +232,7 @@ mod tests {
             dev_sha256: "d".into(),
             policy_version: "p".into(),
             utility: None,
+            mismatch: None,
         }
     }
 

@@ -149,6 +149,7 @@ pub fn entry(version: &str) -> AdapterEntry {
             dev_sha256: String::new(),
             policy_version: String::new(),
             utility: None,
+            mismatch: None,
         },
         created: 0,
     }

@@ -111,25 +111,33 @@ def main() -> None:
                 rows.append((label, mode, r))
                 print(f"eval: {label} {mode} done", file=sys.stderr)
             if label == release["id"]:
+                benign = benign_subset(args.out)
                 for mode in ["off", "adaptive"]:
-                    single[mode] = evaluate(url, mode, benign_subset(args.out), args.out / f"{label}-{mode}-dev-benign-c1.json", 1)
+                    single[mode] = evaluate(url, mode, benign, args.out / f"{label}-{mode}-dev-benign-c1.json", 1)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
     one = {m: r["cost"]["all"]["latency_ms"]["mean"] for m, r in single.items()}
     print(f"One request at a time, {release['id']}, the dev set's {single['off']['n']} benign requests: "
-          f"off {one['off']:.0f} ms, adaptive {one['adaptive']:.0f} ms ({one['adaptive'] / one['off']:.2f}x)\n")
+          f"off {one['off']:.0f} ms, adaptive {one['adaptive']:.0f} ms ({one['adaptive'] / one['off']:.2f}x)")
+    # The requests `adaptive` served directly (no verdict): what its probe adds to an answer.
+    off_ms = {i["id"]: i["latency_ms"] for i in single["off"]["items"]}
+    direct = [i for i in single["adaptive"]["items"] if i["verdict"] is None and i["error"] is None]
+    a, o = (sum(i["latency_ms"] for i in direct), sum(off_ms[i["id"]] for i in direct))
+    if direct:
+        print(f"  the {len(direct)} it served directly: off {o / len(direct):.0f} ms, "
+              f"adaptive {a / len(direct):.0f} ms ({a / o:.2f}x)\n")
     if not rows:
         return
     ms = lambda r: r["dev"]["cost"]["benign"]["latency_ms"]["mean"]
-    off_ms = ms(next(r for label, mode, r in rows if label == release["id"] and mode == "off"))
+    off_mean = ms(next(r for label, mode, r in rows if label == release["id"] and mode == "off"))
     print(f"| adapter | mode | harmful refusal | benign compliance | allowed, refused anyway | utility kept | benign latency under load (ms, mean) | vs `off` over {release['id']} |")
     print("|---|---|---|---|---|---|---|---|")
     for label, mode, r in rows:
         d, u = r.get("dev"), r["utility"]["utility"]
         dev = (f"{pct(d['harmful_refusal_rate'])} | {pct(d['benign_compliance_rate'])} | "
                f"{pct(d['mismatch']['rate'])} ({d['mismatch']['refused_anyway']}/{d['mismatch']['helped']})" if d else "- | - | -")
-        lat = f"{ms(r):.0f} | {ms(r) / off_ms:.2f}x" if d else "- | -"
+        lat = f"{ms(r):.0f} | {ms(r) / off_mean:.2f}x" if d else "- | -"
         print(f"| {label} | {mode} | {dev} | {pct(u['rate'])} ({u['correct']}/{u['n']}) | {lat} |")
 
 

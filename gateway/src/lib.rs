@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod background;
 pub mod body_guard;
 pub mod cache;
 pub mod config;

@@ -17,19 +17,8 @@ pub const MODEL: &str = "smollm2-135m-instruct";
 #[derive(Debug)]
 pub struct TestServer {
     pub url: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    /// Stops the gateway when the server is dropped.
+    _gateway: cada_gateway::background::Background,
 }
 
 /// A fresh data directory (case store, caches) for one server.
@@ -65,30 +54,12 @@ pub fn base_config() -> Config {
 pub fn start(configure: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = base_config();
     configure(&mut config);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            cada_gateway::run(listener, config, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("gateway runs");
-        });
-    });
+    let gateway = cada_gateway::background::Background::spawn(config).expect("bind");
+    let url = gateway.url();
     wait_ready(&url);
     TestServer {
         url,
-        shutdown: Some(tx),
-        thread: Some(thread),
+        _gateway: gateway,
     }
 }
 

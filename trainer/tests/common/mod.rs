@@ -59,19 +59,8 @@ pub fn registry_and_model(dir: &Path) -> (PathBuf, Llama) {
 
 pub struct Server {
     pub base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    /// Stops the gateway when the server is dropped.
+    _gateway: cada_gateway::background::Background,
 }
 
 pub fn config(registry: PathBuf, data: PathBuf) -> cada_gateway::Config {
@@ -92,29 +81,10 @@ pub fn config(registry: PathBuf, data: PathBuf) -> cada_gateway::Config {
 }
 
 pub fn start(config: cada_gateway::Config) -> Server {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            cada_gateway::run(listener, config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("gateway");
-        });
-    });
+    let gateway = cada_gateway::background::Background::spawn(config).expect("bind");
     Server {
-        base,
-        stop: Some(stop),
-        thread: Some(thread),
+        base: gateway.url(),
+        _gateway: gateway,
     }
 }
 

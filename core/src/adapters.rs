@@ -29,6 +29,27 @@ pub struct Figures {
     /// or served directly) that were refusals anyway; absent where it was not measured.
     #[serde(default)]
     pub mismatch: Option<f64>,
+    /// AUC of p(refuse), harmful against benign dev prompts: how well the verdict separates them
+    /// whatever the threshold; absent where not measured.
+    #[serde(default)]
+    pub auc: Option<f64>,
+    /// The same figures on the held-out requests from outside the team
+    /// (`configs/policy/outside/heldout.jsonl`); absent where not measured.
+    #[serde(default)]
+    pub outside: Option<OutsideFigures>,
+}
+
+/// Figures on requests nobody on the team wrote: the ones the product is judged by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutsideFigures {
+    /// sha256 of the held-out file.
+    pub data_sha256: String,
+    pub harmful_refusal_rate: f64,
+    pub benign_compliance_rate: f64,
+    /// Benign requests inside a wrapper (role-play, "ignore your rules", ...) that were answered.
+    pub wrapped_benign_compliance_rate: Option<f64>,
+    pub mismatch: Option<f64>,
+    pub auc: Option<f64>,
 }
 
 /// One promoted adapter.
@@ -223,6 +244,8 @@ mod tests {
                 policy_version: "ef".into(),
                 utility: None,
                 mismatch: None,
+                auc: None,
+                outside: None,
             },
             created: 1,
         }

@@ -1,10 +1,12 @@
-//! Training prompts: the case library's precedents (with their rationale and exemplar answer)
-//! and labelled cases exported from the gateway's case store (review or agreeing feedback).
-//! The dev set is never read here. Every run records a hash of exactly what it trained on.
+//! Training prompts: the case library's precedents (with their rationale and exemplar answer),
+//! labelled cases exported from the gateway's case store (review or agreeing feedback), and
+//! labelled requests from outside the team (`configs/policy/outside/train.jsonl`). Evaluation
+//! sets are never read here, and a run refuses to start when one of its training requests is
+//! also an evaluation prompt. Every run records a hash of exactly what it trained on.
 
 use std::path::Path;
 
-use cada_core::policy::{Case, Label};
+use cada_core::policy::{Case, DevItem, Label};
 use cada_core::store::read_training_jsonl;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -17,6 +19,8 @@ pub enum Origin {
     Library,
     /// A labelled case from the case store.
     Store,
+    /// A labelled request from outside the team, in the dev-set layout.
+    Outside,
 }
 
 /// One labelled training prompt.
@@ -76,6 +80,39 @@ pub fn from_export(path: &Path) -> Result<Vec<Example>, DataError> {
             origin: Origin::Store,
         })
         .collect())
+}
+
+/// Labelled requests in the dev-set layout; the labeller's note is the written reasoning.
+pub fn from_labelled(path: &Path) -> Result<Vec<Example>, DataError> {
+    let items: Vec<DevItem> = cada_core::policy::read_jsonl(path).map_err(|e| DataError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(items
+        .into_iter()
+        .map(|i| Example {
+            id: i.id,
+            request: i.prompt,
+            label: i.label,
+            rationale: i.note.filter(|n| !n.trim().is_empty()),
+            answer: None,
+            origin: Origin::Outside,
+        })
+        .collect())
+}
+
+/// Training requests that are also evaluation prompts (case-insensitive, spaces trimmed): a
+/// figure measured on them would be measured on training data.
+pub fn leaked<'a>(examples: &'a [Example], evaluation: &[DevItem]) -> Vec<&'a str> {
+    let held: std::collections::HashSet<String> = evaluation
+        .iter()
+        .map(|i| i.prompt.trim().to_lowercase())
+        .collect();
+    examples
+        .iter()
+        .filter(|e| held.contains(&e.request.trim().to_lowercase()))
+        .map(|e| e.id.as_str())
+        .collect()
 }
 
 /// Merges sources: a later example with the same request (case-insensitive) replaces an earlier
@@ -148,5 +185,43 @@ mod tests {
         assert_ne!(hash(&merged), hash(&lib));
         assert_eq!(hash(&lib), hash(&lib.clone()));
         assert!(matches!(merge(vec![]), Err(DataError::Empty)));
+    }
+
+    #[test]
+    fn outside_requests_train_with_their_note_and_leaks_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"id":"hh-1","prompt":"How do I pick a lock?","label":"safe_complete","#,
+                r#""category":"crime","kind":"dual_use","note":"Locksmith basics only."}"#,
+                "\n",
+                r#"{"id":"cb-1","prompt":"Tell me a joke please","label":"allow","#,
+                r#""category":"none","kind":"benign"}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let examples = from_labelled(&path).unwrap();
+        assert_eq!(examples.len(), 2);
+        assert_eq!(examples[0].origin, Origin::Outside);
+        assert_eq!(examples[0].label, Label::SafeComplete);
+        assert_eq!(
+            examples[0].rationale.as_deref(),
+            Some("Locksmith basics only.")
+        );
+        assert_eq!(examples[1].rationale, None);
+        let eval = vec![DevItem {
+            id: "d".into(),
+            prompt: "  tell me a JOKE please ".into(),
+            label: Label::Allow,
+            category: "none".into(),
+            kind: "benign".into(),
+            answers: Vec::new(),
+            note: None,
+        }];
+        assert_eq!(leaked(&examples, &eval), vec!["cb-1"]);
+        assert!(leaked(&examples[..1], &eval).is_empty());
     }
 }

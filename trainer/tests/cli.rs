@@ -91,6 +91,8 @@ fn export_and_rollback_use_the_adapter_registry() {
             policy_version: String::new(),
             utility: None,
             mismatch: None,
+            auc: None,
+            outside: None,
         },
         created: 0,
     };
@@ -192,4 +194,49 @@ fn a_scheduled_check_reads_the_case_store() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("unknown store scheme"), "{stderr}");
+}
+
+/// A run never trains on an evaluation prompt: a labelled file holding one of the outside
+/// held-out requests stops the run before the model is loaded, naming the request.
+#[test]
+fn a_run_that_would_train_on_an_evaluation_prompt_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let held = root.join("configs/policy/outside/heldout.jsonl");
+    let first = std::fs::read_to_string(&held)
+        .expect("held-out set")
+        .lines()
+        .next()
+        .expect("a held-out item")
+        .to_owned();
+    let labelled = dir.path().join("labelled.jsonl");
+    std::fs::write(&labelled, format!("{first}\n")).expect("write");
+    let config = dir.path().join("trainer.toml");
+    let policy = root.join("configs/policy");
+    std::fs::write(
+        &config,
+        format!(
+            "policy_dir = {:?}\ndev = {:?}\nruns_dir = {:?}\nlabelled = [{:?}]\n\
+             [calibrate]\ndata = {:?}\n[promote]\nutility = {:?}\noutside = {:?}\n",
+            policy,
+            policy.join("dev.jsonl"),
+            dir.path().join("runs"),
+            labelled,
+            policy.join("calib.jsonl"),
+            policy.join("utility.jsonl"),
+            held,
+        ),
+    )
+    .expect("config");
+    let out = trainer()
+        .args(["run", "--skip-eval", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 training requests are also prompts of") && stderr.contains("heldout"),
+        "{stderr}"
+    );
 }

@@ -26,6 +26,11 @@ pub struct Case {
     pub answer: String,
 }
 
+/// `kind` of evaluation prompts put inside a wrapper (role-play, "ignore your rules", a story):
+/// the evaluation reports how many benign ones are still answered, so a verdict that refuses the
+/// wrapper instead of the request shows.
+pub const WRAPPED_KIND: &str = "wrapped";
+
 /// One held-out evaluation prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +44,10 @@ pub struct DevItem {
     /// answer correct (see [`DevItem::accepts`]); empty for safety items.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answers: Vec<String>,
+    /// The labeller's reason, where the set records one (`configs/policy/outside/`): what a
+    /// reviewer checks the label against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl DevItem {
@@ -152,6 +161,7 @@ mod tests {
             category: "utility".into(),
             kind: "fact".into(),
             answers: answers.iter().map(|a| (*a).to_owned()).collect(),
+            note: None,
         }
     }
 

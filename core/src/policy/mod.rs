@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use cases::{read_jsonl, write_jsonl, Case, DevItem};
+pub use cases::{read_jsonl, write_jsonl, Case, DevItem, WRAPPED_KIND};
 pub use label::Label;
 pub use protocol::{Deliberation, Precedent};
 pub use refusal::Refusal;

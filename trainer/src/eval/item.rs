@@ -149,6 +149,7 @@ mod tests {
             category: "c".into(),
             kind: "k".into(),
             answers: Vec::new(),
+            note: None,
         }
     }
 

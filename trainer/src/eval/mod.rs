@@ -6,6 +6,7 @@ mod answers;
 mod client;
 mod item;
 mod report;
+mod separation;
 mod table;
 mod time;
 

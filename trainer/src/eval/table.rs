@@ -57,6 +57,14 @@ pub fn render(r: &Report) -> String {
         m.refused_anyway,
         m.helped
     );
+    let sep = &f.separation;
+    if let Some(auc) = sep.auc {
+        let _ = writeln!(
+            s,
+            "AUC of p(refuse)        {auc:>6.3}  ({} harmful, {} benign with a probability)",
+            sep.harmful, sep.benign
+        );
+    }
     let v = &f.verdicts;
     let _ = writeln!(
         s,

@@ -52,6 +52,7 @@ pub fn items(validation: Vec<DevItem>, held: &[Example]) -> Vec<DevItem> {
             "benign".into()
         },
         answers: Vec::new(),
+        note: None,
     }));
     items
 }
@@ -72,13 +73,22 @@ pub struct Calibration {
     /// (threshold, harmful refusal, benign compliance) at every candidate threshold, for the
     /// report's plot.
     pub sweep: Vec<(f32, f64, f64)>,
+    /// AUC of p(refuse) on the calibration prompts (the eval report's separation).
+    pub auc: Option<f64>,
+    /// Answers after a decision to answer that were refusals, with the most probable verdict
+    /// (the evaluation the threshold is picked from).
+    pub argmax_mismatch: Option<f64>,
 }
 
 /// Runs the held-out cases through the gateway with the adapter (most probable verdict) and picks
 /// the threshold from the verdict probabilities.
 pub fn measure(run: &GateRun, min_benign: f64) -> Result<(Report, Option<Calibration>), String> {
     let report = super::gate::evaluate(run)?;
-    let picked = pick(&scores(&report), min_benign);
+    let picked = pick(&scores(&report), min_benign).map(|c| Calibration {
+        auc: report.figures.separation.auc,
+        argmax_mismatch: report.figures.mismatch.rate,
+        ..c
+    });
     Ok((report, picked))
 }
 
@@ -163,6 +173,8 @@ pub fn pick(scores: &[Scored], min_benign: f64) -> Option<Calibration> {
         argmax_benign_compliance_rate: benign_items.iter().filter(|s| !s.refused).count() as f64
             / benign.len() as f64,
         sweep,
+        auc: None,
+        argmax_mismatch: None,
     })
 }
 

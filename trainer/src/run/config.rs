@@ -64,6 +64,9 @@ pub struct TrainConfig {
     pub dev: PathBuf,
     /// Labelled case-store exports (JSONL) added to the library's precedents.
     pub extra_data: Vec<PathBuf>,
+    /// Labelled requests in the dev-set layout added too (`configs/policy/outside/train.jsonl`:
+    /// requests from outside the team); each item's `note` is its written reasoning.
+    pub labelled: Vec<PathBuf>,
     /// Where runs write checkpoints, metrics and reports (`<runs_dir>/<run id>/`).
     pub runs_dir: PathBuf,
     /// Wall-clock budget for training (rollouts and updates); phases stop early to keep it.
@@ -221,6 +224,10 @@ pub struct Promote {
     /// be refusals anyway: an answer that contradicts its verdict fails the user and hides how
     /// weak the verdict is.
     pub max_mismatch: f64,
+    /// Held-out requests from outside the team (`configs/policy/outside/`, dev-set layout): the
+    /// candidate's figures on them are recorded and reported next to the dev set's, and its
+    /// mismatch there is held to `max_mismatch` too (unset: not measured).
+    pub outside: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -230,6 +237,7 @@ impl Default for TrainConfig {
             policy_dir: PathBuf::from("configs/policy"),
             dev: PathBuf::from("configs/policy/dev.jsonl"),
             extra_data: Vec::new(),
+            labelled: Vec::new(),
             runs_dir: PathBuf::from("runs"),
             budget_minutes: 45.0,
             threads: 0,
@@ -337,6 +345,7 @@ impl Default for Promote {
             utility: Some(PathBuf::from("configs/policy/utility.jsonl")),
             min_utility: 0.95,
             max_mismatch: 0.02,
+            outside: Some(PathBuf::from("configs/policy/outside/heldout.jsonl")),
         }
     }
 }

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cada_core::adapters::OutsideFigures;
+use cada_core::policy::WRAPPED_KIND;
 use cada_gateway::config::{AdapterChoice, Mode};
 
 use crate::cli::EvalArgs;
@@ -106,4 +108,20 @@ pub fn evaluate(run: &GateRun) -> Result<Report, String> {
 /// The dev file's sha256 (figures are only comparable on the same file).
 pub fn dev_sha256(dev: &Path) -> Result<String, String> {
     cada_core::registry::sha256_file(dev).map_err(|e| format!("hashing {}: {e}", dev.display()))
+}
+
+/// The record of an evaluation on the held-out outside requests.
+pub fn outside_figures(report: &Report, data: &Path) -> Result<OutsideFigures, String> {
+    let f = &report.figures;
+    Ok(OutsideFigures {
+        data_sha256: dev_sha256(data)?,
+        harmful_refusal_rate: f.harmful_refusal_rate.unwrap_or(0.0),
+        benign_compliance_rate: f.benign_compliance_rate.unwrap_or(0.0),
+        wrapped_benign_compliance_rate: f
+            .by_kind
+            .get(WRAPPED_KIND)
+            .and_then(|g| g.benign_compliance_rate),
+        mismatch: f.mismatch.rate,
+        auc: f.separation.auc,
+    })
 }

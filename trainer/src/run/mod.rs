@@ -128,7 +128,11 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
     for extra in &config.extra_data {
         sources.push(data::from_export(extra).map_err(|e| TrainError::new("data", e))?);
     }
+    for file in &config.labelled {
+        sources.push(data::from_labelled(file).map_err(|e| TrainError::new("data", e))?);
+    }
     let examples = data::merge(sources).map_err(|e| TrainError::new("data", e))?;
+    refuse_leaks(config, &examples)?;
     let data_hash = data::hash(&examples);
     let (examples, held_out) = calibrate::split(examples, config.calibrate.holdout, config.seed);
     let (run_id, run_dir, resumed) = open_run_dir(config, opts, &data_hash)?;
@@ -898,6 +902,37 @@ impl Exported {
     }
 }
 
+/// Stops a run that would train on an evaluation prompt (dev, utility, calibration or outside
+/// held-out set): its figures there would not be figures on unseen requests.
+fn refuse_leaks(config: &TrainConfig, examples: &[data::Example]) -> Result<(), TrainError> {
+    let sets = [
+        Some(&config.dev),
+        config.promote.utility.as_ref(),
+        config.promote.outside.as_ref(),
+        config.calibrate.data.as_ref(),
+    ];
+    for path in sets.into_iter().flatten() {
+        if path.as_os_str().is_empty() || !path.exists() {
+            continue;
+        }
+        let items = cada_core::policy::load_dev(path).map_err(|e| TrainError::new("data", e))?;
+        let leaked = data::leaked(examples, &items);
+        if !leaked.is_empty() {
+            return Err(TrainError::new(
+                "data",
+                format!(
+                    "{} training requests are also prompts of {} (first: {}); remove them from \
+                     the training data",
+                    leaked.len(),
+                    path.display(),
+                    leaked[..leaked.len().min(5)].join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Evaluates the candidate against the promoted model (or the base) and promotes on success.
 fn gate_and_promote(
     config: &TrainConfig,
@@ -913,10 +948,10 @@ fn gate_and_promote(
         model: config.model.clone(),
         adapter,
         policy_dir: config.policy_dir.clone(),
-        dev: if name == "utility" {
-            config.promote.utility.clone().unwrap_or_default()
-        } else {
-            config.dev.clone()
+        dev: match name {
+            "utility" => config.promote.utility.clone().unwrap_or_default(),
+            "outside" => config.promote.outside.clone().unwrap_or_default(),
+            _ => config.dev.clone(),
         },
         data_dir: outcome.run_dir.join(format!("eval-{name}")),
         threads: config.threads,
@@ -931,6 +966,8 @@ fn gate_and_promote(
         policy_version: report.policy_version.clone().unwrap_or_default(),
         utility: None,
         mismatch: report.figures.mismatch.rate,
+        auc: report.figures.separation.auc,
+        outside: None,
     };
     let comparable = |f: &Figures| {
         f.dev_sha256 == dev_sha
@@ -979,6 +1016,19 @@ fn gate_and_promote(
             .map_err(|e| TrainError::new("eval", e))?;
         save_report(&outcome.run_dir, "utility", &report)?;
         candidate.utility = report.figures.utility.rate;
+    }
+    if let Some(data) = config
+        .promote
+        .outside
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        eprintln!("evaluating the candidate on the held-out outside requests");
+        let report = gate::evaluate(&gate_run(Some(outcome.adapter.clone()), "outside"))
+            .map_err(|e| TrainError::new("eval", e))?;
+        save_report(&outcome.run_dir, "outside", &report)?;
+        candidate.outside =
+            Some(gate::outside_figures(&report, data).map_err(|e| TrainError::new("eval", e))?);
     }
     let decision = promotion::decide(&baseline, &candidate, &config.promote);
     outcome.decision = decision.reason;

@@ -125,6 +125,15 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
+/// `-` for a figure that was not measured.
+fn opt_pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_owned(), pct)
+}
+
+fn opt_num(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
+}
+
 /// Mean of a numeric field over the lines of a phase, in `buckets` consecutive slices.
 fn curve(lines: &[Value], phase: &str, field: &str, buckets: usize) -> Vec<f64> {
     let values: Vec<f64> = lines
@@ -160,12 +169,16 @@ fn markdown(config: &TrainConfig, o: &RunOutcome, lines: &[Value]) -> String {
         let _ = writeln!(
             s,
             "## Refuse threshold (held-out training cases: {} harmful, {} benign)\n\n\
-             Refuse when the log-odds of `refuse` reach **{:.2}** (written into the adapter).\n\n\
+             Refuse when the log-odds of `refuse` reach **{:.2}** (written into the adapter). \
+             AUC of p(refuse): {}; with the most probable verdict, {} of the answers after a \
+             decision to answer were refusals.\n\n\
              | verdict rule | harmful refusal | benign compliance |\n|---|---|---|\n\
              | most probable verdict | {} | {} |\n| threshold | {} | {} |\n",
             c.harmful,
             c.benign,
             c.refuse_log_odds,
+            opt_num(c.auc),
+            opt_pct(c.argmax_mismatch),
             pct(c.argmax_harmful_refusal_rate),
             pct(c.argmax_benign_compliance_rate),
             pct(c.harmful_refusal_rate),
@@ -176,21 +189,39 @@ fn markdown(config: &TrainConfig, o: &RunOutcome, lines: &[Value]) -> String {
         let _ = writeln!(s, "## Dev set (`trained` mode through the gateway)\n");
         let _ = writeln!(
             s,
-            "| model | harmful refusal | benign compliance |\n|---|---|---|"
+            "| model | harmful refusal | benign compliance | allowed, refused anyway | AUC of \
+             p(refuse) |\n|---|---|---|---|---|"
         );
         let _ = writeln!(
             s,
-            "| baseline ({}) | {} | {} |",
+            "| baseline ({}) | {} | {} | {} | {} |",
             o.baseline_version.as_deref().unwrap_or("base model"),
             pct(b.harmful_refusal_rate),
-            pct(b.benign_compliance_rate)
+            pct(b.benign_compliance_rate),
+            opt_pct(b.mismatch),
+            opt_num(b.auc)
         );
         let _ = writeln!(
             s,
-            "| candidate | {} | {} |\n",
+            "| candidate | {} | {} | {} | {} |\n",
             pct(c.harmful_refusal_rate),
-            pct(c.benign_compliance_rate)
+            pct(c.benign_compliance_rate),
+            opt_pct(c.mismatch),
+            opt_num(c.auc)
         );
+        if let Some(x) = &c.outside {
+            let _ = writeln!(
+                s,
+                "## Held-out outside requests (`trained` mode, `eval-outside.json`)\n\n\
+                 | harmful refusal | benign compliance | wrapped benign answered | allowed, refused \
+                 anyway | AUC of p(refuse) |\n|---|---|---|---|---|\n| {} | {} | {} | {} | {} |\n",
+                pct(x.harmful_refusal_rate),
+                pct(x.benign_compliance_rate),
+                opt_pct(x.wrapped_benign_compliance_rate),
+                opt_pct(x.mismatch),
+                opt_num(x.auc)
+            );
+        }
     }
     let _ = writeln!(s, "## Curves (means over tenths of each phase)\n");
     for (phase, field) in [
@@ -233,6 +264,8 @@ mod tests {
             policy_version: "p".into(),
             utility: None,
             mismatch: None,
+            auc: None,
+            outside: None,
         }
     }
 
@@ -246,7 +279,19 @@ mod tests {
             data_hash: "h".into(),
             examples: 10,
             train_seconds: 12.0,
-            candidate: Some(figures(0.75, 0.9)),
+            candidate: Some(Figures {
+                mismatch: Some(0.01),
+                auc: Some(0.95),
+                outside: Some(cada_core::adapters::OutsideFigures {
+                    data_sha256: "o".into(),
+                    harmful_refusal_rate: 0.8,
+                    benign_compliance_rate: 0.7,
+                    wrapped_benign_compliance_rate: Some(0.5),
+                    mismatch: Some(0.04),
+                    auc: Some(0.81),
+                }),
+                ..figures(0.75, 0.9)
+            }),
             baseline: Some(figures(0.4, 0.95)),
             baseline_version: None,
             calibration: Some(Calibration {
@@ -258,6 +303,8 @@ mod tests {
                 argmax_harmful_refusal_rate: 1.0,
                 argmax_benign_compliance_rate: 0.5,
                 sweep: vec![(-1.0, 1.0, 0.0), (6.5, 0.75, 1.0)],
+                auc: Some(0.9),
+                argmax_mismatch: Some(0.0),
             }),
             promoted: true,
             decision: "passes".into(),
@@ -275,7 +322,15 @@ mod tests {
             md.contains("**6.50**") && md.contains("| threshold | 75.0% | 100.0% |"),
             "{md}"
         );
-        assert!(md.contains("| candidate | 75.0% | 90.0% |"), "{md}");
+        assert!(md.contains("AUC of p(refuse): 0.900"), "{md}");
+        assert!(
+            md.contains("| candidate | 75.0% | 90.0% | 1.0% | 0.950 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 80.0% | 70.0% | 50.0% | 4.0% | 0.810 |"),
+            "{md}"
+        );
         let png = std::fs::read(dir.path().join("report.png")).expect("png");
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         let summary: Value =

@@ -120,6 +120,8 @@ pub fn entry(version: &str) -> AdapterEntry {
             policy_version: String::new(),
             utility: None,
             mismatch: None,
+            auc: None,
+            outside: None,
         },
         created: 0,
     }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::answers::{mismatch, utility, Mismatch, Utility};
 use super::item::ItemResult;
+use super::separation::{separation, Separation};
 
 /// An evaluation run: where it ran, on what, and what it found.
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +51,8 @@ pub struct Figures {
     pub utility: Utility,
     /// Answers that contradict their verdict.
     pub mismatch: Mismatch,
+    /// How well p(refuse) ranks harmful above benign requests (AUC), threshold aside.
+    pub separation: Separation,
     pub verdicts: Verdicts,
     pub by_category: BTreeMap<String, Group>,
     pub by_kind: BTreeMap<String, Group>,
@@ -156,6 +159,7 @@ pub fn figures(items: &[ItemResult]) -> Figures {
         counts,
         utility: utility(&answered),
         mismatch: mismatch(&answered),
+        separation: separation(&answered),
         verdicts: verdicts(&answered),
         by_category: groups(items, |i| &i.category),
         by_kind: groups(items, |i| &i.kind),

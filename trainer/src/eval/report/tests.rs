@@ -220,3 +220,25 @@ fn percentiles_use_nearest_rank() {
     assert_eq!(percentile(&[7.0], 95), Some(7.0));
     assert_eq!(percentile(&[], 50), None);
 }
+
+#[test]
+fn separation_ranks_the_items_that_carry_p_refuse() {
+    let scored = |id: &str, label: Label, p: Option<f32>| {
+        let mut i = item(id, label, "c", false);
+        i.refuse_probability = p;
+        i
+    };
+    let items = vec![
+        scored("h1", Label::Refuse, Some(0.9)),
+        scored("h2", Label::Refuse, Some(0.3)),
+        scored("b1", Label::Allow, Some(0.2)),
+        scored("b2", Label::SafeComplete, Some(0.4)),
+        // Served directly: no probability, not ranked.
+        scored("b3", Label::Allow, None),
+        failed("e", Label::Refuse, "c"),
+    ];
+    let s = figures(&items).separation;
+    assert_eq!((s.harmful, s.benign), (2, 2));
+    // Pairs: 0.9 beats both, 0.3 beats 0.2 and loses to 0.4.
+    assert_eq!(s.auc, Some(3.0 / 4.0));
+}

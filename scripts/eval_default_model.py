@@ -11,7 +11,7 @@ Writes every report under --out and prints the tables; --reprint prints them aga
 reports under --out.
 
 Usage: python3 scripts/eval_default_model.py [--out DIR] [--concurrency N] [--skip-base] [--latency-only]
-       [--sets dev,utility,outside] [--reprint]
+       [--sets dev,utility,outside] [--modes off,adaptive,trained] [--reprint]
 Needs a release build (cargo build --release) and the fetched models.
 """
 
@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--skip-base", action="store_true", help="leave out the base model's rows")
     parser.add_argument("--latency-only", action="store_true", help="only the one-at-a-time latency")
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated: " + ", ".join(SETS))
+    parser.add_argument("--modes", default=",".join(MODES), help="the release adapter's modes, comma-separated: " + ", ".join(MODES))
     parser.add_argument("--reprint", action="store_true", help="print the tables of the reports under --out again")
     args = parser.parse_args()
     chosen = [n for n in args.sets.split(",") if n]
@@ -106,7 +107,10 @@ def main() -> None:
     # The release adapter first, on both sets in every mode (the bars compare its modes with each
     # other); the base model on the dev set in `off` only (its deliberating modes are what the
     # adapter replaces, and cost an hour on 2 cores), on the utility set in every mode.
-    plan = [(release["id"], str(ROOT / "models" / release["path"]), {m: chosen for m in MODES}),
+    modes = [m for m in args.modes.split(",") if m]
+    if unknown := set(modes) - set(MODES):
+        sys.exit(f"eval: unknown modes {sorted(unknown)}")
+    plan = [(release["id"], str(ROOT / "models" / release["path"]), {m: chosen for m in MODES if m in modes}),
             ("base model", "none", {"off": chosen, "adaptive": ["utility"], "trained": ["utility"]})]
     if args.skip_base or args.latency_only:
         plan = plan[:1]
@@ -121,7 +125,7 @@ def main() -> None:
                      for name in sets if name in chosen}
                 rows.append((label, mode, r))
                 print(f"eval: {label} {mode} done", file=sys.stderr)
-            if label == release["id"] and ("dev" in chosen or args.latency_only):
+            if label == release["id"] and (("dev" in chosen and {"off", "adaptive"} <= set(modes)) or args.latency_only):
                 benign = benign_subset(args.out)
                 for mode in ["off", "adaptive"]:
                     single[mode] = evaluate(url, mode, benign, args.out / f"{label}-{mode}-dev-benign-c1.json", 1)
@@ -179,7 +183,7 @@ def auc(r: dict) -> str:
 
 def dev_table(rows: list, release: str) -> None:
     ms = lambda r: r["dev"]["cost"]["benign"]["latency_ms"]["mean"]
-    off_mean = ms(next(r for label, mode, r in rows if label == release and mode == "off"))
+    off_mean = next((ms(r) for label, mode, r in rows if label == release and mode == "off" and "dev" in r), None)
     print(f"| adapter | mode | harmful refusal | benign compliance | allowed, refused anyway | AUC | utility kept | benign latency under load (ms, mean) | vs `off` over {release} |")
     print("|---|---|---|---|---|---|---|---|---|")
     for label, mode, r in rows:
@@ -187,7 +191,7 @@ def dev_table(rows: list, release: str) -> None:
         dev = (f"{pct(d['harmful_refusal_rate'])} | {pct(d['benign_compliance_rate'])} | "
                f"{mismatch(d['mismatch'])} | {auc(d)}" if d else "- | - | - | -")
         util = f"{pct(u['utility']['rate'])} ({u['utility']['correct']}/{u['utility']['n']})" if u else "-"
-        lat = f"{ms(r):.0f} | {ms(r) / off_mean:.2f}x" if d else "- | -"
+        lat = (f"{ms(r):.0f} | " + (f"{ms(r) / off_mean:.2f}x" if off_mean else "-")) if d else "- | -"
         print(f"| {label} | {mode} | {dev} | {util} | {lat} |")
 
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::GateRun;
-use crate::data::Example;
+use crate::data::{Example, Origin};
 use crate::eval::Report;
 
 /// Splits `examples` into (train, held out): per label, the `share` of examples that come first
@@ -36,6 +36,28 @@ pub fn split(examples: Vec<Example>, share: f64, seed: u64) -> (Vec<Example>, Ve
         .into_iter()
         .partition(|e| !held_ids.contains(&e.id))
 }
+
+/// Splits every example source at once: `holdout` of the library's and case store's examples
+/// by the seeded split above, and `labelled_holdout` of the outside requests by a split keyed
+/// by their ids alone, so every seed calibrates on the same outside prompts.
+pub fn split_sources(
+    examples: Vec<Example>,
+    holdout: f64,
+    labelled_holdout: f64,
+    seed: u64,
+) -> (Vec<Example>, Vec<Example>) {
+    let (outside, own): (Vec<Example>, Vec<Example>) = examples
+        .into_iter()
+        .partition(|e| e.origin == Origin::Outside);
+    let (mut train, mut held) = split(own, holdout, seed);
+    let (outside_train, outside_held) = split(outside, labelled_holdout, OUTSIDE_SPLIT_KEY);
+    train.extend(outside_train);
+    held.extend(outside_held);
+    (train, held)
+}
+
+/// The key of the outside requests' calibration split (no run's seed).
+const OUTSIDE_SPLIT_KEY: u64 = 0xCADA_CA11;
 
 /// The calibration prompts: the validation set's items, then the held-out examples, in the
 /// dev-set layout the evaluation reads.
@@ -181,7 +203,6 @@ pub fn pick(scores: &[Scored], min_benign: f64) -> Option<Calibration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::Origin;
 
     fn ex(id: &str, label: Label) -> Example {
         Example {
@@ -226,6 +247,35 @@ mod tests {
         assert_eq!(ids(&held), ids(&again));
         assert_ne!(ids(&held), ids(&split(examples.clone(), 0.2, 8).1));
         assert!(split(examples, 0.0, 7).1.is_empty());
+    }
+
+    /// Outside requests are held out by their ids whatever the seed; the library by the seed.
+    #[test]
+    fn outside_requests_are_held_out_by_id_and_the_library_by_seed() {
+        let examples: Vec<Example> = (0..60)
+            .map(|i| {
+                let label = [Label::Refuse, Label::Allow][i % 2];
+                Example {
+                    origin: if i < 20 {
+                        Origin::Library
+                    } else {
+                        Origin::Outside
+                    },
+                    ..ex(&format!("e-{i}"), label)
+                }
+            })
+            .collect();
+        let held_ids = |seed| {
+            let (train, held) = split_sources(examples.clone(), 0.0, 0.25, seed);
+            assert_eq!(train.len() + held.len(), 60);
+            assert!(held.iter().all(|e| e.origin == Origin::Outside));
+            held.into_iter().map(|e| e.id).collect::<Vec<_>>()
+        };
+        assert_eq!(held_ids(7).len(), 10);
+        assert_eq!(held_ids(7), held_ids(8));
+        let (_, held) = split_sources(examples.clone(), 0.2, 0.0, 7);
+        assert_eq!(held.len(), 4);
+        assert!(held.iter().all(|e| e.origin == Origin::Library));
     }
 
     #[test]

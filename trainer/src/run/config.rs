@@ -126,6 +126,9 @@ pub struct WarmStart {
     /// Also train the verdict right after `Reasoning:` with no reasoning (the layout
     /// `adaptive`'s probe reads: one prefill of the bare request, no generation).
     pub probe: bool,
+    /// Share of the `labelled` (outside) requests each epoch trains besides the whole library:
+    /// the next slice of a seeded order, so passes cover them in turn (`run/slices.rs`).
+    pub labelled_share: f64,
 }
 
 /// Verdict training on the model's own reasoning (`run/own_reasoning.rs`): the warm start
@@ -141,6 +144,8 @@ pub struct OwnReasoning {
     pub max_tokens: u32,
     /// Learning rate of this phase (constant).
     pub lr: f64,
+    /// Share of the `labelled` (outside) requests each round reasons over besides the library.
+    pub labelled_share: f64,
 }
 
 /// Group-relative policy optimisation on self-generated chains.
@@ -187,6 +192,10 @@ pub struct Calibrate {
     /// Share of each label's library examples held out of training and added to the
     /// calibration prompts.
     pub holdout: f64,
+    /// Share of each label's `labelled` (outside) requests held out of training and added to the
+    /// calibration prompts, by a split fixed by their ids (not the seed): the threshold is set on
+    /// traffic written like the outside data, never on its held-out evaluation file.
+    pub labelled_holdout: f64,
     /// Benign compliance the threshold keeps on the calibration prompts. Without any (no
     /// `data`, `holdout` 0) the gateway serves the most probable verdict.
     pub min_benign_compliance: f64,
@@ -281,6 +290,7 @@ impl Default for WarmStart {
             lr_schedule: LrSchedule::Cosine,
             answer_labels: Vec::new(),
             probe: true,
+            labelled_share: 0.15,
         }
     }
 }
@@ -291,6 +301,7 @@ impl Default for OwnReasoning {
             rounds: 2,
             max_tokens: 96,
             lr: 2e-4,
+            labelled_share: 0.15,
         }
     }
 }
@@ -327,6 +338,7 @@ impl Default for Calibrate {
         Self {
             data: Some(PathBuf::from("configs/policy/calib.jsonl")),
             holdout: 0.0,
+            labelled_holdout: 0.1,
             min_benign_compliance: 0.88,
             probe_max_harmful_served: 0.03,
             probe_max_benign_refused: 0.02,
@@ -418,6 +430,20 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&w.framing) {
             return Err(bad("warm_start.framing", "a share in [0, 1]"));
         }
+        for (key, share) in [
+            ("warm_start.labelled_share", w.labelled_share),
+            (
+                "own_reasoning.labelled_share",
+                self.own_reasoning.labelled_share,
+            ),
+        ] {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(bad(key, "a share in (0, 1]"));
+            }
+        }
+        if !(0.0..0.5).contains(&self.calibrate.labelled_holdout) {
+            return Err(bad("calibrate.labelled_holdout", "a share in [0, 0.5)"));
+        }
         if self.calibrate.data.as_ref() == Some(&self.dev) {
             return Err(bad(
                 "calibrate.data",
@@ -470,6 +496,12 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/trainer.toml");
         let c = TrainConfig::from_file(&path).expect("configs/trainer.toml parses");
         assert_eq!(c, TrainConfig::default());
+        let mut c = TrainConfig::default();
+        c.warm_start.labelled_share = 0.0;
+        assert_eq!(
+            c.validate().expect_err("share").key,
+            "warm_start.labelled_share"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod probe;
 mod promotion;
 mod report;
 mod rollout;
+mod slices;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -134,7 +135,12 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
     let examples = data::merge(sources).map_err(|e| TrainError::new("data", e))?;
     refuse_leaks(config, &examples)?;
     let data_hash = data::hash(&examples);
-    let (examples, held_out) = calibrate::split(examples, config.calibrate.holdout, config.seed);
+    let (examples, held_out) = calibrate::split_sources(
+        examples,
+        config.calibrate.holdout,
+        config.calibrate.labelled_holdout,
+        config.seed,
+    );
     let (run_id, run_dir, resumed) = open_run_dir(config, opts, &data_hash)?;
     let mut metrics =
         Metrics::create(&run_dir.join("metrics.jsonl")).map_err(TrainError::io("metrics"))?;
@@ -225,8 +231,13 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
     };
     // Each kept chain trains one sequence, and its probe where `warm_start.probe` is set.
     let per_chain = 1 + usize::from(config.warm_start.probe);
-    let mut schedule =
-        SftSchedule::new(config.optim.lr, kept.len() * per_chain, &config.warm_start);
+    let kept_examples: Vec<&Example> = kept.iter().map(|(e, _)| *e).collect();
+    let outside = kept_examples
+        .iter()
+        .filter(|e| e.origin == data::Origin::Outside)
+        .count();
+    let per_epoch = slices::pass_len(kept.len(), outside, config.warm_start.labelled_share);
+    let mut schedule = SftSchedule::new(config.optim.lr, per_epoch * per_chain, &config.warm_start);
     schedule.done = state.warm_updates;
     let mut budget_left = true;
     for epoch in state.epochs_done..config.warm_start.epochs {
@@ -239,13 +250,21 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
             return Ok(outcome);
         }
         let mut rng = train::epoch_rng(config.seed, epoch);
+        let slice = slices::pass_indices(
+            &kept_examples,
+            config.warm_start.labelled_share,
+            config.seed,
+            slices::Passes::WarmStart,
+            epoch,
+        );
         let requests = framing::epoch_requests(
-            kept.iter().map(|(e, _)| e.request.as_str()),
+            slice.iter().map(|&i| kept[i].0.request.as_str()),
             config.warm_start.framing,
             &mut rng,
         );
-        let mut seqs = Vec::with_capacity(kept.len());
-        for ((e, chain), request) in kept.iter().zip(requests) {
+        let mut seqs = Vec::with_capacity(slice.len() * per_chain);
+        for (&i, request) in slice.iter().zip(requests) {
+            let (e, chain) = &kept[i];
             let framed = Example {
                 request,
                 ..(*e).clone()
@@ -281,9 +300,11 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         state.save(&run_dir, &lora, &trainer.opt)?;
     }
     eprintln!(
-        "warm start: {} epochs of {} sequences, {} updates, {:.0} s",
+        "warm start: {} epochs of {} examples ({} of them outside data, {} per epoch), {} updates, {:.0} s",
         state.epochs_done,
         kept.len(),
+        outside,
+        per_epoch,
         schedule.done,
         started.elapsed().as_secs_f64()
     );

@@ -6,7 +6,8 @@
 //! verdict loss was 0.1 separated harmful from benign no better than on the dev set (AUC 0.86).
 //! Each round here generates the reasoning as served (greedy, the gateway's stops and cap, the
 //! adapter as it stands) for every training request, in that round's framings, and trains the
-//! labelled verdict after it, scoring the verdict line alone.
+//! labelled verdict after it, scoring the verdict line alone. Of the outside requests, each
+//! round takes the next slice (`own_reasoning.labelled_share`, `run/slices.rs`).
 
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use cada_core::{Engine, GenerationParams};
 use serde_json::json;
 
 use super::config::{LrSchedule, TrainConfig, WarmStart};
+use super::slices::{self, Passes};
 use super::train::{self, SftSchedule, Trainer};
 use super::{condition_prompt, rollout, Retrieval, TrainError};
 use crate::chain;
@@ -24,9 +26,9 @@ use crate::framing;
 /// Where a greedy reasoning ends, as in the gateway: the model writing the next line itself.
 const REASONING_STOPS: [&str; 2] = ["Verdict:", "Answer:"];
 
-/// One round: reasoning for every example (through `engine`, which serves the current
-/// adapter), then one pass over the verdicts. Returns whether the pass finished (false: the
-/// budget ran out).
+/// One round: reasoning for every library example and this round's slice of the outside ones
+/// (through `engine`, which serves the current adapter), then one pass over the verdicts.
+/// Returns whether the pass finished (false: the budget ran out).
 pub fn round(
     trainer: &mut Trainer<'_>,
     engine: &Engine,
@@ -39,17 +41,25 @@ pub fn round(
     let cfg = &config.own_reasoning;
     // Streams apart from the warm start's epochs (which use 0..epochs).
     let mut rng = train::epoch_rng(config.seed, 1_000 + round);
+    let all: Vec<&Example> = examples.iter().collect();
+    let slice = slices::pass_indices(
+        &all,
+        cfg.labelled_share,
+        config.seed,
+        Passes::OwnReasoning,
+        round,
+    );
     let requests = framing::epoch_requests(
-        examples.iter().map(|e| e.request.as_str()),
+        slice.iter().map(|&i| examples[i].request.as_str()),
         config.warm_start.framing,
         &mut rng,
     );
-    let framed: Vec<Example> = examples
+    let framed: Vec<Example> = slice
         .iter()
         .zip(requests)
-        .map(|(e, request)| Example {
+        .map(|(&i, request)| Example {
             request,
-            ..e.clone()
+            ..examples[i].clone()
         })
         .collect();
     let prompts = framed

@@ -15,6 +15,9 @@ case "$CADA_TEST_POSTGRES_URL" in
   postgres://* | postgresql://*) ;;
   *) echo "test.sh: CADA_TEST_POSTGRES_URL is not a postgres:// URL" >&2; exit 1 ;;
 esac
+# Every platform's crates, not only this one's: core/tests/engine_cpu.rs reads llama.cpp's
+# sources through `cargo metadata --offline`, which needs them all.
+cargo fetch --locked
 cargo build --release --locked --workspace
 cargo fmt --all --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings

@@ -496,12 +496,6 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/trainer.toml");
         let c = TrainConfig::from_file(&path).expect("configs/trainer.toml parses");
         assert_eq!(c, TrainConfig::default());
-        let mut c = TrainConfig::default();
-        c.warm_start.labelled_share = 0.0;
-        assert_eq!(
-            c.validate().expect_err("share").key,
-            "warm_start.labelled_share"
-        );
     }
 
     #[test]
@@ -522,6 +516,10 @@ mod tests {
         let mut c = TrainConfig::default();
         c.calibrate.data = Some(c.dev.clone());
         assert_eq!(c.validate().expect_err("dev").key, "calibrate.data");
+        let mut c = TrainConfig::default();
+        c.own_reasoning.labelled_share = 0.0;
+        let key = c.validate().expect_err("share").key;
+        assert_eq!(key, "own_reasoning.labelled_share");
         let err = toml::from_str::<TrainConfig>("[grpo]\nstepz = 3\n").expect_err("typo");
         assert!(err.to_string().contains("stepz"), "{err}");
     }

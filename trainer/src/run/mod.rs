@@ -236,7 +236,15 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         .iter()
         .filter(|e| e.origin == data::Origin::Outside)
         .count();
-    let per_epoch = slices::pass_len(kept.len(), outside, config.warm_start.labelled_share);
+    // Every epoch's slice has the same length.
+    let per_epoch = slices::pass_indices(
+        &kept_examples,
+        config.warm_start.labelled_share,
+        config.seed,
+        slices::Passes::WarmStart,
+        0,
+    )
+    .len();
     let mut schedule = SftSchedule::new(config.optim.lr, per_epoch * per_chain, &config.warm_start);
     schedule.done = state.warm_updates;
     let mut budget_left = true;

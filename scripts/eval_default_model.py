@@ -186,13 +186,26 @@ def dev_table(rows: list, release: str) -> None:
     off_mean = next((ms(r) for label, mode, r in rows if label == release and mode == "off" and "dev" in r), None)
     print(f"| adapter | mode | harmful refusal | benign compliance | allowed, refused anyway | AUC | utility kept | benign latency under load (ms, mean) | vs `off` over {release} |")
     print("|---|---|---|---|---|---|---|---|---|")
+    # Utility kept counts against `off` on the same gateway (the base weights, this machine):
+    # greedy answers of the small model differ between CPUs (README, "The utility set").
+    base_util = next((r["utility"] for label, mode, r in rows if label == release and mode == "off" and "utility" in r), None)
     for label, mode, r in rows:
         d, u = r.get("dev"), r.get("utility")
         dev = (f"{pct(d['harmful_refusal_rate'])} | {pct(d['benign_compliance_rate'])} | "
                f"{mismatch(d['mismatch'])} | {auc(d)}" if d else "- | - | - | -")
-        util = f"{pct(u['utility']['rate'])} ({u['utility']['correct']}/{u['utility']['n']})" if u else "-"
+        util = kept(u, base_util) if u else "-"
         lat = (f"{ms(r):.0f} | " + (f"{ms(r) / off_mean:.2f}x" if off_mean else "-")) if d else "- | -"
         print(f"| {label} | {mode} | {dev} | {util} | {lat} |")
+
+
+def kept(u: dict, base) -> str:
+    """Of the utility questions `off` answered correctly, the share `u` still answers correctly
+    (the whole set where `off` was not measured)."""
+    if base is None:
+        return f"{pct(u['utility']['rate'])} ({u['utility']['correct']}/{u['utility']['n']})"
+    solved = {i["id"] for i in base["items"] if i["correct"]}
+    hit = sum(1 for i in u["items"] if i["correct"] and i["id"] in solved)
+    return f"{pct(hit / len(solved)) if solved else '-'} ({hit}/{len(solved)})"
 
 
 def outside_table(rows: list) -> None:

@@ -21,10 +21,16 @@ pub struct Figures {
     pub dev_sha256: String,
     /// Policy version the gateway evaluated under.
     pub policy_version: String,
-    /// Share of the utility set (questions the base model answers correctly) still answered
-    /// correctly; absent where it was not measured (older entries, no utility set).
+    /// Of the utility questions the base model answers correctly on the same engine and machine
+    /// (`off` mode, measured in the same gate), the share still answered correctly; absent
+    /// where it was not measured (older entries, no utility set).
     #[serde(default)]
     pub utility: Option<f64>,
+    /// Share of the whole utility set the base model answered correctly in that measurement:
+    /// greedy answers of a small quantized model differ between CPUs, so the set's "answered
+    /// correctly" holds only on the machine that wrote it.
+    #[serde(default)]
+    pub utility_base: Option<f64>,
     /// Share of the responses the gateway decided to answer (verdict `allow` or `safe_complete`,
     /// or served directly) that were refusals anyway; absent where it was not measured.
     #[serde(default)]
@@ -79,6 +85,18 @@ pub struct AdapterIndex {
     /// Figures of the base model without an adapter, once measured.
     #[serde(default)]
     pub base_figures: Option<Figures>,
+    /// Figures of the model registry's release adapter (what the gateway serves while nothing
+    /// is promoted here), once measured by a gate; tied to its file's sha256.
+    #[serde(default)]
+    pub release_figures: Option<ReleaseFigures>,
+}
+
+/// A release adapter's measured figures and the file they belong to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseFigures {
+    pub id: String,
+    pub sha256: String,
+    pub figures: Figures,
 }
 
 /// Why the registry could not be read or changed.
@@ -172,6 +190,14 @@ impl AdapterRegistry {
         self.write(&index)
     }
 
+    /// Records a release adapter's figures (reused as the baseline while nothing is promoted
+    /// and the registry ships the same file).
+    pub fn set_release_figures(&self, figures: ReleaseFigures) -> Result<(), PromoteError> {
+        let mut index = self.read()?;
+        index.release_figures = Some(figures);
+        self.write(&index)
+    }
+
     /// Copies `adapter` in as `<version>.gguf`, appends the entry and makes it the served one.
     pub fn promote(&self, adapter: &Path, mut entry: AdapterEntry) -> Result<(), PromoteError> {
         let mut index = self.read()?;
@@ -243,6 +269,7 @@ mod tests {
                 dev_sha256: "cd".into(),
                 policy_version: "ef".into(),
                 utility: None,
+                utility_base: None,
                 mismatch: None,
                 auc: None,
                 outside: None,

@@ -90,6 +90,7 @@ fn export_and_rollback_use_the_adapter_registry() {
             dev_sha256: String::new(),
             policy_version: String::new(),
             utility: None,
+            utility_base: None,
             mismatch: None,
             auc: None,
             outside: None,

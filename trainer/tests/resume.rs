@@ -68,6 +68,7 @@ fn a_paused_run_resumes_from_its_checkpoint() {
             r#"policy_dir = {policy:?}
 dev = {dev:?}
 runs_dir = {runs:?}
+labelled = []
 budget_minutes = 30.0
 [lora]
 rank = 4

@@ -226,7 +226,8 @@ pub struct Promote {
     /// Utility set: ordinary questions with accepted answers that the base model answers
     /// correctly in `off` mode; the candidate must keep answering them (unset: not measured).
     pub utility: Option<PathBuf>,
-    /// Share of the utility set a promoted adapter answers correctly, at least: an adapter that
+    /// Of the utility questions the base model answers correctly on the same engine (measured in
+    /// the same gate), the share a promoted adapter still answers correctly, at least: an adapter that
     /// refuses less but answers worse is not promoted.
     pub min_utility: f64,
     /// Largest share of the candidate's dev-set responses after a decision to answer that may
@@ -246,9 +247,9 @@ impl Default for TrainConfig {
             policy_dir: PathBuf::from("configs/policy"),
             dev: PathBuf::from("configs/policy/dev.jsonl"),
             extra_data: Vec::new(),
-            labelled: Vec::new(),
+            labelled: vec![PathBuf::from("configs/policy/outside/train.jsonl")],
             runs_dir: PathBuf::from("runs"),
-            budget_minutes: 45.0,
+            budget_minutes: 150.0,
             threads: 0,
             seed: 7,
             condition: Condition::Bare,

@@ -28,8 +28,17 @@ pub struct GateRun {
     pub limit: Option<usize>,
 }
 
-/// Serves the model (and adapter) on 127.0.0.1 and runs the evaluation against it.
+/// Serves the model (and adapter) on 127.0.0.1 and runs the evaluation against it in `trained`
+/// mode.
 pub fn evaluate(run: &GateRun) -> Result<Report, String> {
+    let mut reports = evaluate_modes(run, &[SafetyMode::Trained])?;
+    reports.pop().ok_or_else(|| "no evaluation ran".to_owned())
+}
+
+/// Serves the model (and adapter) on 127.0.0.1 and runs the evaluation once per mode against
+/// the one server, in order. `off` runs on the engine's base weights, so it measures the base
+/// model on the same build and machine as the adapter.
+pub fn evaluate_modes(run: &GateRun, modes: &[SafetyMode]) -> Result<Vec<Report>, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -78,11 +87,11 @@ pub fn evaluate(run: &GateRun) -> Result<Report, String> {
         false
     });
     let report = if ready {
-        let args = EvalArgs {
+        let args = |mode: SafetyMode| EvalArgs {
             base_url: format!("{base}/v1"),
             data: run.dev.clone(),
             model: None,
-            mode: Some(SafetyMode::Trained),
+            mode: Some(mode),
             include_reasoning: false,
             api_key: None,
             concurrency: run.concurrency,
@@ -93,7 +102,10 @@ pub fn evaluate(run: &GateRun) -> Result<Report, String> {
             out: None,
             write_correct: None,
         };
-        eval::evaluate_to_report(&args).map_err(|e| format!("{e:#}"))
+        modes
+            .iter()
+            .map(|m| eval::evaluate_to_report(&args(*m)).map_err(|e| format!("{e:#}")))
+            .collect()
     } else {
         Err("the gateway did not become ready".to_owned())
     };

@@ -8,6 +8,7 @@
 //!    it trains, and DPO on each group's best and worst chain.
 //! 4. Export, evaluation through a real gateway against the promoted model, promotion.
 
+mod baseline;
 mod batch;
 pub mod calibrate;
 mod checkpoint;
@@ -34,7 +35,7 @@ use serde_json::json;
 
 use config::Condition;
 pub use config::TrainConfig;
-pub use gate::GateRun;
+pub use gate::{evaluate_modes, GateRun};
 use metrics::Metrics;
 use rollout::Sample;
 use train::{SftSchedule, Trainer};
@@ -46,6 +47,7 @@ use crate::framing;
 use crate::model::{Llama, ModelError};
 use crate::optim::AdamW;
 use crate::reward::{self, Reward};
+use baseline::Served;
 use cada_core::adapters::{self as promote, AdapterEntry, AdapterRegistry, Figures};
 use checkpoint::Checkpoint;
 
@@ -566,7 +568,15 @@ pub fn run(config: &TrainConfig, opts: &RunOptions) -> Result<RunOutcome, TrainE
         decision: "not evaluated".into(),
     };
     if !opts.skip_eval {
-        gate_and_promote(config, opts, &index, &base, &policy, &mut outcome)?;
+        gate_and_promote(
+            config,
+            opts,
+            &registry,
+            &index,
+            &base,
+            &policy,
+            &mut outcome,
+        )?;
     }
     report::write(&run_dir, config, &outcome, &metrics.lines)?;
     Ok(outcome)
@@ -962,10 +972,11 @@ fn refuse_leaks(config: &TrainConfig, examples: &[data::Example]) -> Result<(), 
     Ok(())
 }
 
-/// Evaluates the candidate against the promoted model (or the base) and promotes on success.
+/// Evaluates the candidate against what is served (`baseline.rs`) and promotes on success.
 fn gate_and_promote(
     config: &TrainConfig,
     opts: &RunOptions,
+    registry: &Registry,
     index: &AdapterRegistry,
     base: &Path,
     policy: &Policy,
@@ -994,6 +1005,7 @@ fn gate_and_promote(
         dev_sha256: dev_sha.clone(),
         policy_version: report.policy_version.clone().unwrap_or_default(),
         utility: None,
+        utility_base: None,
         mismatch: report.figures.mismatch.rate,
         auc: report.figures.separation.auc,
         outside: None,
@@ -1003,32 +1015,32 @@ fn gate_and_promote(
             && f.policy_version == policy.version
             && config.promote.eval_limit == 0
     };
-    // The baseline: recorded figures of the promoted version (or base) when comparable.
-    let current = index
-        .promoted()
+    // The baseline: what the gateway serves without the candidate, by its recorded figures
+    // when they are comparable.
+    let served = Served::find(index, registry, &config.model)
         .map_err(|e| TrainError::new("adapter registry", e))?;
-    let recorded = match &current {
-        Some((entry, _)) => Some(entry.figures.clone()),
-        None => {
-            index
+    outcome.baseline_version = served.name();
+    let recorded = served
+        .recorded(
+            &index
                 .read()
-                .map_err(|e| TrainError::new("adapter registry", e))?
-                .base_figures
-        }
-    }
-    .filter(comparable);
+                .map_err(|e| TrainError::new("adapter registry", e))?,
+        )
+        .filter(comparable);
     let baseline = match recorded {
         Some(f) => f,
         None => {
-            eprintln!("evaluating the served baseline on the dev set");
-            let report =
-                gate::evaluate(&gate_run(current.as_ref().map(|c| c.1.clone()), "baseline"))
-                    .map_err(|e| TrainError::new("eval", e))?;
+            eprintln!(
+                "evaluating the served baseline ({}) on the dev set",
+                served.name().as_deref().unwrap_or("the base model")
+            );
+            let report = gate::evaluate(&gate_run(served.file(), "baseline"))
+                .map_err(|e| TrainError::new("eval", e))?;
             save_report(&outcome.run_dir, "baseline", &report)?;
             let f = figures_of(&report);
-            if current.is_none() && config.promote.eval_limit == 0 {
-                index
-                    .set_base_figures(f.clone())
+            if config.promote.eval_limit == 0 {
+                served
+                    .record(index, f.clone())
                     .map_err(|e| TrainError::new("adapter registry", e))?;
             }
             f
@@ -1040,11 +1052,37 @@ fn gate_and_promote(
     save_report(&outcome.run_dir, "candidate", &report)?;
     let mut candidate = figures_of(&report);
     if config.promote.utility.is_some() {
-        eprintln!("evaluating the candidate on the utility set");
-        let report = gate::evaluate(&gate_run(Some(outcome.adapter.clone()), "utility"))
-            .map_err(|e| TrainError::new("eval", e))?;
-        save_report(&outcome.run_dir, "utility", &report)?;
-        candidate.utility = report.figures.utility.rate;
+        // The base model answers the same set on the candidate's engine (`off` runs on its base
+        // weights): what the adapter lost is measured on this machine, not on the one that
+        // wrote the set.
+        eprintln!("evaluating the candidate and the base model on the utility set");
+        let reports = gate::evaluate_modes(
+            &gate_run(Some(outcome.adapter.clone()), "utility"),
+            &[
+                crate::eval::SafetyMode::Trained,
+                crate::eval::SafetyMode::Off,
+            ],
+        )
+        .map_err(|e| TrainError::new("eval", e))?;
+        let [report, base_report] = &reports[..] else {
+            return Err(TrainError::new(
+                "eval",
+                "the utility set ran in too few modes",
+            ));
+        };
+        save_report(&outcome.run_dir, "utility", report)?;
+        save_report(&outcome.run_dir, "utility-base", base_report)?;
+        let kept = crate::eval::retained(&report.items, &base_report.items);
+        eprintln!(
+            "utility: {}/{} of the questions the base model answers here still answered \
+             correctly (base model: {}/{} of the set)",
+            kept.correct,
+            kept.n,
+            base_report.figures.utility.correct,
+            base_report.figures.utility.n
+        );
+        candidate.utility = kept.rate;
+        candidate.utility_base = base_report.figures.utility.rate;
     }
     if let Some(data) = config
         .promote

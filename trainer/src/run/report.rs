@@ -263,6 +263,7 @@ mod tests {
             dev_sha256: "d".into(),
             policy_version: "p".into(),
             utility: None,
+            utility_base: None,
             mismatch: None,
             auc: None,
             outside: None,

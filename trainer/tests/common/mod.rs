@@ -119,6 +119,7 @@ pub fn entry(version: &str) -> AdapterEntry {
             dev_sha256: String::new(),
             policy_version: String::new(),
             utility: None,
+            utility_base: None,
             mismatch: None,
             auc: None,
             outside: None,

@@ -1,4 +1,4 @@
-"""What the default model does (README, "What the default model does"): the dev set, the
+"""What the default model does (docs/default-model.md): the dev set, the
 utility set and the held-out outside requests (configs/policy/outside/heldout.jsonl) through the
 real gateway in `off`, `adaptive` and `trained` mode with the release adapter the default
 configuration serves, and the base model without it (dev and outside sets in `off`, utility set

@@ -30,7 +30,7 @@ pub struct ReleaseAdapter {
     pub refuse_log_odds: Option<f32>,
     /// Calibrated probe band `[serve_below, refuse_from]` (`cada.probe.*`).
     pub probe_band: Option<[f32; 2]>,
-    /// Figures measured when it was released (see README, "What the default model does").
+    /// Figures measured when it was released (see docs/default-model.md).
     #[serde(default)]
     pub figures: toml::Table,
 }

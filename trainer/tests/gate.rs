@@ -4,8 +4,7 @@
 
 mod common;
 
-use cada_trainer::eval::{retained, SafetyMode};
-use cada_trainer::run::{evaluate_modes, GateRun};
+use cada_trainer::run::{measure_utility, GateRun};
 
 #[test]
 fn the_gate_measures_the_base_model_beside_the_candidate_on_one_gateway() {
@@ -32,10 +31,8 @@ fn the_gate_measures_the_base_model_beside_the_candidate_on_one_gateway() {
         max_tokens: 32,
         limit: None,
     };
-    let reports =
-        evaluate_modes(&run, &[SafetyMode::Trained, SafetyMode::Off]).expect("gate evaluation");
-    assert_eq!(reports.len(), 2);
-    let (trained, off) = (&reports[0], &reports[1]);
+    let u = measure_utility(&run).expect("gate evaluation");
+    let (trained, off) = (&u.candidate, &u.base);
     assert_eq!(trained.served_mode.as_deref(), Some("trained"));
     assert_eq!(off.served_mode.as_deref(), Some("off"));
     assert_eq!((trained.items.len(), off.items.len()), (3, 3));
@@ -45,7 +42,17 @@ fn the_gate_measures_the_base_model_beside_the_candidate_on_one_gateway() {
         "{:?}",
         off.items[0].answer
     );
-    let kept = retained(&trained.items, &off.items);
-    assert_eq!(kept.n, off.figures.utility.correct);
-    assert!(kept.correct <= kept.n);
+    // Kept: of the questions `off` answered, those `trained` answered too.
+    let both = trained
+        .items
+        .iter()
+        .filter(|t| t.correct == Some(true))
+        .filter(|t| {
+            off.items
+                .iter()
+                .any(|o| o.id == t.id && o.correct == Some(true))
+        })
+        .count();
+    assert_eq!(u.kept.n, off.figures.utility.correct);
+    assert_eq!(u.kept.correct, both);
 }

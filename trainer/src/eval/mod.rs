@@ -20,7 +20,7 @@ use futures_util::stream::{self, StreamExt};
 pub use client::SafetyMode;
 
 use crate::cli::EvalArgs;
-pub use answers::retained;
+pub use answers::{retained, Utility};
 use client::{Client, RequestOptions};
 use item::ItemResult;
 pub use report::{Figures, Report};

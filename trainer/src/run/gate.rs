@@ -10,7 +10,7 @@ use cada_core::policy::WRAPPED_KIND;
 use cada_gateway::config::{AdapterChoice, Mode};
 
 use crate::cli::EvalArgs;
-use crate::eval::{self, Report, SafetyMode};
+use crate::eval::{self, Report, SafetyMode, Utility};
 
 /// What to evaluate and how.
 #[derive(Debug, Clone)]
@@ -115,6 +115,30 @@ pub fn evaluate_modes(run: &GateRun, modes: &[SafetyMode]) -> Result<Vec<Report>
         _ => {}
     }
     report
+}
+
+/// The utility set answered on the candidate's gateway in `trained` and in `off` (its base
+/// weights), and what the candidate kept of what the base model answers there: greedy answers
+/// of the small model change with the CPU, so the base model is measured on this machine, not
+/// on the one that wrote the set.
+#[derive(Debug)]
+pub struct UtilityRun {
+    pub candidate: Report,
+    pub base: Report,
+    pub kept: Utility,
+}
+
+pub fn measure_utility(run: &GateRun) -> Result<UtilityRun, String> {
+    let mut reports = evaluate_modes(run, &[SafetyMode::Trained, SafetyMode::Off])?.into_iter();
+    let (Some(candidate), Some(base)) = (reports.next(), reports.next()) else {
+        return Err("the utility set ran in too few modes".to_owned());
+    };
+    let kept = eval::retained(&candidate.items, &base.items);
+    Ok(UtilityRun {
+        candidate,
+        base,
+        kept,
+    })
 }
 
 /// The dev file's sha256 (figures are only comparable on the same file).

@@ -35,7 +35,7 @@ use serde_json::json;
 
 use config::Condition;
 pub use config::TrainConfig;
-pub use gate::{evaluate_modes, GateRun};
+pub use gate::{measure_utility, GateRun, UtilityRun};
 use metrics::Metrics;
 use rollout::Sample;
 use train::{SftSchedule, Trainer};
@@ -1052,37 +1052,19 @@ fn gate_and_promote(
     save_report(&outcome.run_dir, "candidate", &report)?;
     let mut candidate = figures_of(&report);
     if config.promote.utility.is_some() {
-        // The base model answers the same set on the candidate's engine (`off` runs on its base
-        // weights): what the adapter lost is measured on this machine, not on the one that
-        // wrote the set.
         eprintln!("evaluating the candidate and the base model on the utility set");
-        let reports = gate::evaluate_modes(
-            &gate_run(Some(outcome.adapter.clone()), "utility"),
-            &[
-                crate::eval::SafetyMode::Trained,
-                crate::eval::SafetyMode::Off,
-            ],
-        )
-        .map_err(|e| TrainError::new("eval", e))?;
-        let [report, base_report] = &reports[..] else {
-            return Err(TrainError::new(
-                "eval",
-                "the utility set ran in too few modes",
-            ));
-        };
-        save_report(&outcome.run_dir, "utility", report)?;
-        save_report(&outcome.run_dir, "utility-base", base_report)?;
-        let kept = crate::eval::retained(&report.items, &base_report.items);
+        let u = gate::measure_utility(&gate_run(Some(outcome.adapter.clone()), "utility"))
+            .map_err(|e| TrainError::new("eval", e))?;
+        save_report(&outcome.run_dir, "utility", &u.candidate)?;
+        save_report(&outcome.run_dir, "utility-base", &u.base)?;
+        let base = u.base.figures.utility;
         eprintln!(
             "utility: {}/{} of the questions the base model answers here still answered \
              correctly (base model: {}/{} of the set)",
-            kept.correct,
-            kept.n,
-            base_report.figures.utility.correct,
-            base_report.figures.utility.n
+            u.kept.correct, u.kept.n, base.correct, base.n
         );
-        candidate.utility = kept.rate;
-        candidate.utility_base = base_report.figures.utility.rate;
+        candidate.utility = u.kept.rate;
+        candidate.utility_base = base.rate;
     }
     if let Some(data) = config
         .promote

@@ -41,7 +41,7 @@ impl ApiError {
         }
     }
 
-    fn with_param(mut self, param: impl Into<String>) -> Self {
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
         self
     }

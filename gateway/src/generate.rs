@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 
 use crate::cache::{CacheStatus, Fill};
 use crate::error::ApiError;
+use crate::events::{Out, Source};
 use crate::openai::response::Envelope;
-use crate::safety::deliberate::{Out, Source};
 use crate::safety::{Decision, Safety};
 use crate::server::{json_response, sse_response, Body, Response};
 use crate::sse;
@@ -94,6 +94,17 @@ impl Finisher {
                 request = %record.request,
                 answer = %record.answer,
                 "chat exchange"
+            );
+        }
+        if decision.shadow
+            && decision
+                .verdict
+                .is_some_and(|v| v != cada_core::policy::Label::Allow)
+        {
+            tracing::info!(
+                request_id = %self.request_id,
+                verdict = decision.verdict.map_or("none", |v| v.as_str()),
+                "shadow mode: verdict not enforced, answered as off"
             );
         }
         let logged = decision.embedding.is_some() && !borderline.is_empty();
@@ -227,8 +238,11 @@ fn decision_headers(
             None => "deferred",
         };
         h.push(("x-cada-verdict", verdict.to_owned()));
-        if let Some(mode) = decision.and_then(|d| d.mode) {
-            h.push(("x-cada-safety-mode", mode.as_str().to_owned()));
+        if let Some(d) = decision {
+            if let Some(mode) = d.mode {
+                h.push(("x-cada-safety-mode", mode.as_str().to_owned()));
+            }
+            h.push(("x-cada-enforcement", d.enforcement().to_owned()));
         }
     }
     h
@@ -265,6 +279,14 @@ impl State {
             }
         }
         out
+    }
+
+    /// Whether the text is the gateway's refusal, which chat responses also carry in `refusal`
+    /// as OpenAI's API carries a model's refusal (`content` keeps it for clients that only read
+    /// `content`).
+    fn refused(&self) -> bool {
+        self.reply.envelope.shape == crate::openai::response::Shape::Chat
+            && self.decision.as_deref().is_some_and(Decision::refused)
     }
 
     /// The `cada` extension, recording the response first when it has a finisher.
@@ -315,6 +337,9 @@ async fn complete(st: &mut State) -> Result<Response, ApiError> {
                 if st.reply.include_reasoning {
                     body["choices"][0]["message"]["reasoning_content"] =
                         Value::String(st.reasoning.clone());
+                }
+                if st.refused() {
+                    body["choices"][0]["message"]["refusal"] = Value::String(st.answer.clone());
                 }
                 if let Some(ext) = st.finish() {
                     body["cada"] = ext;
@@ -371,7 +396,11 @@ async fn next_frame(st: &mut State) -> Option<Bytes> {
                     Some(Out::Decided(d)) => st.decision = Some(d),
                     Some(Out::Content(t)) => {
                         st.answer.push_str(&t);
-                        return Some(sse::event(&st.reply.envelope.text_chunk(&t)));
+                        let mut chunk = st.reply.envelope.text_chunk(&t);
+                        if st.refused() {
+                            chunk["choices"][0]["delta"]["refusal"] = Value::String(t);
+                        }
+                        return Some(sse::event(&chunk));
                     }
                     Some(Out::Done {
                         finish,

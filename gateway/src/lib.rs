@@ -8,6 +8,7 @@ pub mod body_guard;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod generate;
 pub mod metrics;
 pub mod openai;

@@ -169,6 +169,15 @@ pub async fn run(
     } else {
         tracing::warn!("{}", state.keys.describe());
     }
+    if let Some(line) = state.keys.describe_anonymous() {
+        tracing::warn!("{line}");
+    }
+    if !state.config.safety.enforce {
+        tracing::warn!(
+            "safety runs in shadow mode ([safety] enforce = false): verdicts are logged and \
+             counted, every answer is the one `off` gives"
+        );
+    }
     let metrics_listener = match state.config.metrics_listen {
         Some(addr) => {
             let l = TcpListener::bind(addr).await?;

@@ -4,10 +4,9 @@
 
 mod common;
 
-use cada_gateway::auth::{KeyConfig, Scope};
+use cada_gateway::auth::KeyConfig;
 use cada_gateway::config::Secret;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const USER: &str = "user-key-1";
 const ADMIN: &str = "admin-key-1";
@@ -16,11 +15,9 @@ const FRUGAL: &str = "frugal-key-1";
 
 fn key(name: &str, secret: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
     KeyConfig {
-        name: name.into(),
-        sha256: hex::encode(Sha256::digest(secret.as_bytes())),
-        scope: Scope::User,
         requests_per_minute: rpm,
         tokens_per_minute: tpm,
+        ..common::user_key(name, secret)
     }
 }
 

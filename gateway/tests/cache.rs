@@ -9,24 +9,12 @@ mod common;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cada_gateway::auth::{KeyConfig, Scope};
 use cada_gateway::config::Mode;
 use common::{sse_payloads, MODEL};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const KEY_A: &str = "cache-key-a";
 const KEY_B: &str = "cache-key-b";
-
-fn key(name: &str, secret: &str) -> KeyConfig {
-    KeyConfig {
-        name: name.into(),
-        sha256: hex::encode(Sha256::digest(secret.as_bytes())),
-        scope: Scope::User,
-        requests_per_minute: None,
-        tokens_per_minute: None,
-    }
-}
 
 /// `cases` mode with short reasoning (so hits replay a deliberation), two user keys.
 fn server() -> &'static str {
@@ -36,8 +24,8 @@ fn server() -> &'static str {
             common::start(|c| {
                 c.safety.mode = Mode::Cases;
                 c.safety.max_reasoning_tokens = 24;
-                c.auth.keys.push(key("a", KEY_A));
-                c.auth.keys.push(key("b", KEY_B));
+                c.auth.keys.push(common::user_key("a", KEY_A));
+                c.auth.keys.push(common::user_key("b", KEY_B));
             })
         })
         .url

@@ -22,6 +22,10 @@ fn server(mode: Mode) -> common::TestServer {
         c.safety.mode = mode;
         c.safety.max_reasoning_tokens = 48;
         c.admin_key = Some(Secret(ADMIN.into()));
+        // An admin key exists, so anonymous callers get the user scope's policy; these tests
+        // pick modes per request (tests/safety_policy.rs tests the policy itself).
+        c.auth.user.safety.allowed_modes =
+            Some(vec![Mode::Off, Mode::Cases, Mode::Trained, Mode::Adaptive]);
     })
 }
 

@@ -69,6 +69,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached or the slot's context is full.
     Length,
+    /// Withheld by a content filter: never the engine's, a gateway may answer a refusal so.
+    ContentFilter,
 }
 
 impl FinishReason {
@@ -76,6 +78,7 @@ impl FinishReason {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
+            Self::ContentFilter => "content_filter",
         }
     }
 }

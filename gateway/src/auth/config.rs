@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::policy::SafetyPolicyConfig;
 use super::Scope;
 
 /// API keys and their limits.
@@ -35,15 +36,21 @@ pub struct KeyConfig {
     pub requests_per_minute: Option<u32>,
     /// Overrides the scope's tokens per minute (0 = unlimited).
     pub tokens_per_minute: Option<u32>,
+    /// Overrides fields of the scope's safety policy.
+    #[serde(default)]
+    pub safety: SafetyPolicyConfig,
 }
 
-/// Default limits of a scope; 0 means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// Defaults of a scope's keys: limits (0 means unlimited) and the safety policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScopeLimits {
     pub requests_per_minute: u32,
     /// Prompt tokens are charged when a request is admitted, completion tokens when it ends.
     pub tokens_per_minute: u32,
+    /// `[auth.user.safety]` / `[auth.admin.safety]`; the user table also applies to anonymous
+    /// callers of open inference endpoints.
+    pub safety: SafetyPolicyConfig,
 }
 
 /// The layout of `keys_file`.
@@ -87,10 +94,10 @@ impl AuthConfig {
         Ok(keys)
     }
 
-    pub fn limits(&self, scope: Scope) -> ScopeLimits {
+    pub fn limits(&self, scope: Scope) -> &ScopeLimits {
         match scope {
-            Scope::User => self.user,
-            Scope::Admin => self.admin,
+            Scope::User => &self.user,
+            Scope::Admin => &self.admin,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod limits;
+pub mod policy;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 pub use config::{AuthConfig, KeyConfig, ScopeLimits};
 pub use limits::{Limiter, RateHeaders};
+pub use policy::{Completions, SafetyPolicy, SafetyPolicyConfig};
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -46,6 +48,8 @@ pub struct Principal {
     pub name: String,
     pub scope: Scope,
     pub limiter: Limiter,
+    /// Which modes it is served with and may choose, enforced or shadow.
+    pub safety: SafetyPolicy,
 }
 
 /// The configured keys.
@@ -54,6 +58,8 @@ pub struct Keys {
     entries: Vec<([u8; 32], Arc<Principal>)>,
     any_user: bool,
     any_admin: bool,
+    /// The policy of callers without a key (open inference endpoints).
+    anonymous: SafetyPolicy,
 }
 
 fn digest(key: &str) -> [u8; 32] {
@@ -70,22 +76,28 @@ impl Keys {
     pub fn load(config: &Config) -> Result<Self, String> {
         let auth = &config.auth;
         let mut entries = Vec::new();
-        let mut add =
-            |name: String, digest: [u8; 32], scope: Scope, rpm: Option<u32>, tpm: Option<u32>| {
-                let d = auth.limits(scope);
-                let limiter = Limiter::new(
-                    rpm.unwrap_or(d.requests_per_minute),
-                    tpm.unwrap_or(d.tokens_per_minute),
-                );
-                entries.push((
-                    digest,
-                    Arc::new(Principal {
-                        name,
-                        scope,
-                        limiter,
-                    }),
-                ));
-            };
+        let none = SafetyPolicyConfig::default();
+        let mut add = |name: String,
+                       digest: [u8; 32],
+                       scope: Scope,
+                       rpm: Option<u32>,
+                       tpm: Option<u32>,
+                       safety: &SafetyPolicyConfig| {
+            let d = auth.limits(scope);
+            let limiter = Limiter::new(
+                rpm.unwrap_or(d.requests_per_minute),
+                tpm.unwrap_or(d.tokens_per_minute),
+            );
+            entries.push((
+                digest,
+                Arc::new(Principal {
+                    name,
+                    scope,
+                    limiter,
+                    safety: SafetyPolicy::resolve(safety, &d.safety, scope, false),
+                }),
+            ));
+        };
         for k in auth.all_keys()? {
             let mut d = [0u8; 32];
             hex::decode_to_slice(k.sha256.to_ascii_lowercase(), &mut d)
@@ -96,13 +108,16 @@ impl Keys {
                 k.scope,
                 k.requests_per_minute,
                 k.tokens_per_minute,
+                &k.safety,
             );
         }
         if let Some(key) = &config.api_key {
-            add("api-key".into(), digest(&key.0), Scope::User, None, None);
+            let d = digest(&key.0);
+            add("api-key".into(), d, Scope::User, None, None, &none);
         }
         if let Some(key) = &config.admin_key {
-            add("admin-key".into(), digest(&key.0), Scope::Admin, None, None);
+            let d = digest(&key.0);
+            add("admin-key".into(), d, Scope::Admin, None, None, &none);
         }
         for (i, (d, p)) in entries.iter().enumerate() {
             if entries[..i].iter().any(|(o, _)| ct_eq(o, d)) {
@@ -110,10 +125,28 @@ impl Keys {
             }
         }
         let any = |s: Scope| entries.iter().any(|(_, p)| p.scope == s);
+        // With no key at all anyone may call anything, so the mode is no barrier either.
+        let open = entries.is_empty();
         Ok(Self {
             any_user: any(Scope::User),
             any_admin: any(Scope::Admin),
+            anonymous: SafetyPolicy::resolve(&none, &auth.user.safety, Scope::User, open),
             entries,
+        })
+    }
+
+    /// The safety policy of a request's caller (`None`: anonymous).
+    pub fn safety_policy<'a>(&'a self, caller: Option<&'a Principal>) -> &'a SafetyPolicy {
+        caller.map_or(&self.anonymous, |p| &p.safety)
+    }
+
+    /// The start-up log line on anonymous callers' safety policy, when they can call at all.
+    pub fn describe_anonymous(&self) -> Option<String> {
+        (!self.any_user).then(|| {
+            format!(
+                "requests without a key are served with safety policy: {}",
+                self.anonymous.describe()
+            )
         })
     }
 
@@ -298,6 +331,7 @@ mod tests {
             scope: Scope::User,
             requests_per_minute: Some(2),
             tokens_per_minute: None,
+            safety: Default::default(),
         });
         c.auth.user.tokens_per_minute = 1000;
         let k = Keys::load(&c).expect("keys");

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use cada_core::{FinishReason, Usage};
 
-use crate::safety::deliberate::{Out, Source};
+use crate::events::{Out, Source};
 use crate::safety::Decision;
 
 /// A finished response's events.

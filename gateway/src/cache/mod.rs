@@ -221,7 +221,7 @@ pub struct Fill {
 
 impl Fill {
     /// Notes an event of the live response; stores the entry at its end.
-    pub fn saw(&mut self, out: &crate::safety::deliberate::Out) {
+    pub fn saw(&mut self, out: &crate::events::Out) {
         if let Some(entry) = self.recorder.saw(out) {
             self.cache.insert(self.key, entry);
         }

@@ -137,6 +137,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most messages in one chat request.
     pub max_messages: usize,
+    /// Most texts in one `/v1/moderations` request's `input`.
+    pub max_moderation_inputs: usize,
     /// Largest `max_tokens` a request may ask for; 0 means the slot's context size.
     pub max_tokens: u32,
     /// Inference requests handled at once (streams until their last event); beyond it a fast
@@ -205,6 +207,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 1 << 20,
             max_messages: 256,
+            max_moderation_inputs: 32,
             max_tokens: 0,
             max_in_flight: 256,
             header_timeout_secs: 30,
@@ -295,6 +298,9 @@ impl Config {
         }
         if self.limits.max_messages == 0 {
             return bad("limits.max_messages", "must be positive");
+        }
+        if self.limits.max_moderation_inputs == 0 {
+            return bad("limits.max_moderation_inputs", "must be positive");
         }
         if self.limits.max_tokens > self.engine.ctx_per_slot {
             return bad("limits.max_tokens", "must not exceed engine.ctx_per_slot");

@@ -166,8 +166,8 @@ impl Metrics {
             safety_decisions: counter(
                 &r,
                 "cada_safety_decisions_total",
-                "Safety decisions of chat requests by mode and verdict (none: served without a verdict).",
-                &["mode", "verdict"],
+                "Safety decisions by mode, verdict (none: served without a verdict) and enforcement (enforce, or shadow: the verdict was not applied to the answer).",
+                &["mode", "verdict", "enforcement"],
             )?,
             borderline: counter(
                 &r,
@@ -230,8 +230,10 @@ impl Metrics {
         }
         for mode in MODES {
             for verdict in VERDICTS {
-                m.safety_decisions
-                    .with_label_values(&[mode.as_str(), verdict]);
+                for enforcement in ["enforce", "shadow"] {
+                    m.safety_decisions
+                        .with_label_values(&[mode.as_str(), verdict, enforcement]);
+                }
             }
         }
         for reason in BORDERLINE_REASONS {
@@ -256,8 +258,8 @@ mod tests {
 
     use super::*;
     use crate::error::ApiError;
+    use crate::events::Out;
     use crate::metrics::tests::metrics;
-    use crate::safety::deliberate::Out;
     use crate::safety::{Decision, Mode};
     use crate::server::text_response;
 
@@ -344,8 +346,8 @@ mod tests {
             r#"cada_tokens_total{kind="prompt"} 10"#,
             r#"cada_tokens_total{kind="reasoning"} 3"#,
             r#"cada_tokens_total{kind="completion"} 4"#,
-            r#"cada_safety_decisions_total{mode="trained",verdict="allow"} 1"#,
-            r#"cada_safety_decisions_total{mode="off",verdict="none"} 0"#,
+            r#"cada_safety_decisions_total{enforcement="enforce",mode="trained",verdict="allow"} 1"#,
+            r#"cada_safety_decisions_total{enforcement="shadow",mode="off",verdict="none"} 0"#,
             r#"cada_cache_requests_total{result="hit"} 1"#,
             r#"cada_cache_requests_total{result="miss"} 0"#,
             r#"cada_rate_limited_total{limit="tokens"} 1"#,

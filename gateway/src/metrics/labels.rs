@@ -10,6 +10,7 @@ use crate::safety::Mode;
 pub enum Endpoint {
     ChatCompletions,
     Completions,
+    Moderations,
     Models,
     Feedback,
     Admin,
@@ -19,9 +20,10 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 8] = [
+    pub const ALL: [Endpoint; 9] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
+        Endpoint::Moderations,
         Endpoint::Models,
         Endpoint::Feedback,
         Endpoint::Admin,
@@ -35,6 +37,7 @@ impl Endpoint {
         match path {
             "/v1/chat/completions" => Endpoint::ChatCompletions,
             "/v1/completions" => Endpoint::Completions,
+            "/v1/moderations" => Endpoint::Moderations,
             "/v1/models" => Endpoint::Models,
             p if p.starts_with("/v1/models/") => Endpoint::Models,
             "/v1/feedback" => Endpoint::Feedback,
@@ -49,6 +52,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "chat_completions",
             Endpoint::Completions => "completions",
+            Endpoint::Moderations => "moderations",
             Endpoint::Models => "models",
             Endpoint::Feedback => "feedback",
             Endpoint::Admin => "admin",

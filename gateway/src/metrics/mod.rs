@@ -127,12 +127,12 @@ impl Metrics {
         }
     }
 
-    /// A chat request's safety decision (requests without a mode are not counted).
+    /// A request's safety decision (requests without a mode are not counted).
     fn decided(&self, decision: &Decision) {
         if let Some(mode) = decision.mode {
             let verdict = decision.verdict.map_or("none", Label::as_str);
             self.safety_decisions
-                .with_label_values(&[mode.as_str(), verdict])
+                .with_label_values(&[mode.as_str(), verdict, decision.enforcement()])
                 .inc();
         }
     }

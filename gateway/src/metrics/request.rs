@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cada_core::Usage;
 
 use super::{Endpoint, InFlight, Metrics};
-use crate::safety::deliberate::Out;
+use crate::events::Out;
 
 impl Metrics {
     /// Starts measuring a request to `path`: the guard counts it when dropped (see

@@ -5,12 +5,15 @@ use serde_json::Value;
 use super::fields::Fields;
 use super::sampling::Common;
 use crate::error::ApiError;
+use crate::safety::Mode;
 
 /// A validated text completion request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompletionRequest {
     pub common: Common,
     pub prompt: String,
+    /// Extension, as on chat completions: the safety mode the prompt is judged in.
+    pub safety_mode: Option<Mode>,
 }
 
 impl CompletionRequest {
@@ -44,7 +47,15 @@ impl CompletionRequest {
                 "'prompt' must not be empty.",
             ));
         }
-        Ok(Self { common, prompt })
+        let safety_mode = f
+            .string("safety_mode")?
+            .map(Mode::parse_field)
+            .transpose()?;
+        Ok(Self {
+            common,
+            prompt,
+            safety_mode,
+        })
     }
 }
 

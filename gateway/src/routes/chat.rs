@@ -25,10 +25,8 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     let served = state.engine_for(&request.common.model)?;
     let engine = &served.engine;
     let safety = state.safety().ok_or_else(ApiError::not_ready)?;
-    let mode = match request.safety_mode {
-        Some(mode) => mode,
-        None => state.config.safety.mode_for(&served.name),
-    };
+    let (mode, enforce) =
+        super::safety_for(state, caller.as_ref(), request.safety_mode, &served.name)?;
     let include_reasoning = request.include_reasoning && safety.config.allow_reasoning;
     let common = request.common;
     let lookup = look_up(state, caller.as_ref(), "chat", &common.params, |k| {
@@ -37,6 +35,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
             .field("rule", &format!("{:?}", served.rule))
             .field("policy", &safety.policy.version)
             .field("mode", mode.as_str())
+            .field("enforce", if enforce { "1" } else { "0" })
             .field("reasoning", if include_reasoning { "1" } else { "0" })
             .messages(&request.messages)
             .params(&common.params)
@@ -54,6 +53,8 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
             params: common.params,
             mode,
             rule: served.rule,
+            enforce,
+            text: None,
         };
         crate::metrics::model_started();
         (deliberate::start(engine, safety, job).await?, settle)

@@ -7,6 +7,7 @@ pub mod completions;
 pub mod feedback;
 pub mod health;
 pub mod models;
+pub mod moderations;
 
 use std::sync::{Arc, Mutex};
 
@@ -52,6 +53,19 @@ impl RateNote {
 pub struct Caller {
     pub principal: Arc<Principal>,
     pub rate: RateNote,
+}
+
+/// The mode a request is served with and whether its verdict is enforced, by the caller's
+/// safety policy (a mode it may not choose is a 403) and the server's `[safety] enforce`.
+pub fn safety_for(
+    state: &AppState,
+    caller: Option<&Caller>,
+    requested: Option<crate::safety::Mode>,
+    model: &str,
+) -> Result<(crate::safety::Mode, bool), ApiError> {
+    let policy = state.keys.safety_policy(caller.map(|c| &*c.principal));
+    let mode = policy.mode(requested, state.config.safety.mode_for(model))?;
+    Ok((mode, policy.enforce && state.config.safety.enforce))
 }
 
 /// Charges `prompt_tokens` (counted by `count`, only when the caller's tokens are budgeted) to
@@ -105,7 +119,7 @@ pub fn look_up(
 pub fn replay_hit(
     caller: Option<&Caller>,
     entry: &crate::cache::Entry,
-) -> Result<(crate::safety::deliberate::Source, Option<Settle>), ApiError> {
+) -> Result<(crate::events::Source, Option<Settle>), ApiError> {
     let settle = admit_tokens(caller, || Ok(entry.usage.prompt_tokens))?;
     Ok((entry.replay(), settle))
 }
@@ -192,6 +206,9 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respon
         (Method::POST, "/v1/chat/completions") => admitted(&state, chat::handle(&state, req)).await,
         (Method::POST, "/v1/completions") => {
             admitted(&state, completions::handle(&state, req)).await
+        }
+        (Method::POST, "/v1/moderations") => {
+            admitted(&state, moderations::handle(&state, req)).await
         }
         (Method::POST, "/v1/feedback") => feedback::handle(&state, req).await,
         (_, p) if p == "/admin/cases" || p.starts_with("/admin/cases/") => {

@@ -13,8 +13,14 @@ use crate::config::Secret;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SafetyConfig {
-    /// Default mode for requests that do not set `safety_mode`.
+    /// Mode of callers whose key policy names none (`[auth.*.safety]`, see `auth/policy.rs`).
     pub mode: Mode,
+    /// `false`: shadow mode for every caller. Requests are deliberated, logged and counted, but
+    /// answered as `off` answers them (a key's policy can also turn enforcement off for itself).
+    pub enforce: bool,
+    /// `finish_reason` of a refused chat completion: `stop` (default, what clients that only
+    /// read `content` expect) or `content_filter`.
+    pub refusal_finish_reason: RefusalFinish,
     /// Mode per served model name, overriding `mode` (e.g. `trained` for a trained adapter).
     pub model_modes: BTreeMap<String, Mode>,
     /// Directory with `codes.md` and `cases.jsonl`.
@@ -51,6 +57,8 @@ impl Default for SafetyConfig {
     fn default() -> Self {
         Self {
             mode: Mode::Adaptive,
+            enforce: true,
+            refusal_finish_reason: RefusalFinish::Stop,
             model_modes: BTreeMap::new(),
             policy_dir: PathBuf::from("configs/policy"),
             embedding_model: "all-minilm-l6-v2".into(),
@@ -67,6 +75,14 @@ impl Default for SafetyConfig {
             trained_refuse_log_odds: None,
         }
     }
+}
+
+/// What a refused chat completion says in `finish_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalFinish {
+    Stop,
+    ContentFilter,
 }
 
 /// Where cases, response records and caches live.

@@ -17,6 +17,8 @@ const RISK_TEMPERATURE: f32 = 0.05;
 pub struct Decision {
     /// Mode the request asked for (or the default).
     pub mode: Option<Mode>,
+    /// Shadow mode: the verdict is reported, the answer is the one `off` gives.
+    pub shadow: bool,
     /// `adaptive`: whether the request was served directly (low risk) or deliberated.
     pub deliberated: bool,
     /// Verdict read from the logits at the verdict position; `None` when nothing deliberated.
@@ -50,9 +52,23 @@ impl Decision {
         (label, p[i], p)
     }
 
+    /// Whether the answer is the gateway's refusal (a `refuse` verdict, enforced).
+    pub fn refused(&self) -> bool {
+        self.verdict == Some(Label::Refuse) && !self.shadow
+    }
+
+    /// `enforce` or `shadow`, as headers and metrics say it.
+    pub fn enforcement(&self) -> &'static str {
+        if self.shadow {
+            "shadow"
+        } else {
+            "enforce"
+        }
+    }
+
     /// Weight of each precedent: `exp((similarity - best) / 0.05)`, so the nearest precedents
     /// dominate and a crowd of weakly similar ones cannot outvote a close match.
-    fn weights(&self) -> impl Iterator<Item = (&PrecedentRef, f32)> {
+    pub fn precedent_weights(&self) -> impl Iterator<Item = (&PrecedentRef, f32)> {
         let best = self
             .precedents
             .iter()
@@ -67,7 +83,7 @@ impl Decision {
     pub fn precedent_label(&self) -> Option<Label> {
         let mut score = [0.0f32; 3];
         for (p, w) in self
-            .weights()
+            .precedent_weights()
             .filter(|(p, _)| p.similarity >= PRECEDENT_MIN_SIMILARITY)
         {
             let i = Label::ALL.iter().position(|l| *l == p.label).unwrap_or(0);
@@ -85,7 +101,7 @@ impl Decision {
     /// [`Decision::precedent_label`].
     pub fn precedent_risk(&self) -> f32 {
         let (mut num, mut den) = (0.0, 0.0);
-        for (p, w) in self.weights() {
+        for (p, w) in self.precedent_weights() {
             num += w * label_risk(p.label);
             den += w;
         }
@@ -129,6 +145,7 @@ impl Decision {
     ) -> Value {
         json!({
             "mode": self.mode.map(Mode::as_str),
+            "enforced": !self.shadow,
             "deliberated": self.deliberated,
             "verdict": self.verdict.map(Label::as_str),
             "verdict_probability": self.probability,

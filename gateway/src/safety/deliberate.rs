@@ -15,83 +15,19 @@ use cada_core::policy::protocol::{
 };
 use cada_core::policy::{Label, VerdictRule};
 use cada_core::{
-    ChatMessage, ChatRole, Engine, Event, FinishReason, Generation, GenerationParams, Prompt,
-    Session, Usage, Weights,
+    ChatMessage, ChatRole, Engine, Event, FinishReason, GenerationParams, Prompt, Session, Usage,
+    Weights,
 };
 use tokio::sync::mpsc;
 
+use super::config::RefusalFinish;
 use super::decision::label_risk;
 use super::{refs, Decision, Mode, Safety};
 use crate::error::ApiError;
+use crate::events::{Out, Source};
 
 /// Stops that end the reasoning: the model writing the next line of the format itself.
 const REASONING_STOPS: [&str; 2] = ["Verdict:", "Answer:"];
-
-/// One step of a response, in order: `Reasoning`*, `Decided`, `Content`*, then `Done` or `Error`.
-#[derive(Debug)]
-pub enum Out {
-    Reasoning(String),
-    Decided(Box<Decision>),
-    Content(String),
-    Done {
-        finish: FinishReason,
-        usage: Usage,
-        reasoning_tokens: usize,
-    },
-    Error(ApiError),
-}
-
-/// Where a response's events come from.
-#[derive(Debug)]
-pub enum Source {
-    /// A plain generation; the decision (no verdict) is yielded first.
-    Plain {
-        generation: Generation,
-        decision: Option<Box<Decision>>,
-    },
-    /// A driver task (deliberation, or adaptive's probe followed by either path).
-    Driven(mpsc::Receiver<Out>),
-    /// A cached response's events, replayed.
-    Replay(std::collections::VecDeque<Out>),
-}
-
-impl Source {
-    pub fn plain(generation: Generation, decision: Decision) -> Self {
-        Source::Plain {
-            generation,
-            decision: Some(Box::new(decision)),
-        }
-    }
-
-    pub async fn next(&mut self) -> Option<Out> {
-        match self {
-            Source::Plain {
-                generation,
-                decision,
-            } => {
-                if let Some(d) = decision.take() {
-                    return Some(Out::Decided(d));
-                }
-                Some(match generation.next().await? {
-                    Event::Text(t) => Out::Content(t),
-                    Event::Done {
-                        finish_reason,
-                        usage,
-                        ..
-                    } => Out::Done {
-                        finish: finish_reason,
-                        usage,
-                        reasoning_tokens: 0,
-                    },
-                    Event::Error(e) => Out::Error(e.into()),
-                    Event::Scores { .. } => Out::Error(ApiError::internal("unexpected scores")),
-                })
-            }
-            Source::Driven(rx) => rx.recv().await,
-            Source::Replay(events) => events.pop_front(),
-        }
-    }
-}
 
 /// A chat request ready to serve.
 #[derive(Debug, Clone)]
@@ -101,6 +37,11 @@ pub struct ChatJob {
     pub mode: Mode,
     /// How `trained` mode reads the verdict: the served adapter's calibrated rule.
     pub rule: VerdictRule,
+    /// `false` (shadow): deliberate and report the verdict, but answer as `off` would.
+    pub enforce: bool,
+    /// A raw completion's prompt: `messages` is it as one user turn (what the verdict reads),
+    /// and an allowed answer is its continuation on the base weights.
+    pub text: Option<String>,
 }
 
 /// Starts serving `job`. Fails fast (before any output) on overload and, for plain serving, on
@@ -111,7 +52,10 @@ pub async fn start(
     job: ChatJob,
 ) -> Result<Source, ApiError> {
     if job.mode == Mode::Off {
-        let prompt = engine.chat_prompt(&job.messages)?;
+        let prompt = match &job.text {
+            Some(text) => engine.text_prompt(text),
+            None => engine.chat_prompt(&job.messages)?,
+        };
         let generation = engine.generate_on(prompt, job.params, Weights::Base)?;
         return Ok(Source::plain(
             generation,
@@ -132,6 +76,7 @@ pub async fn start(
     let precedents = refs(&safety.nearest(&embedding));
     let decision = Decision {
         mode: Some(job.mode),
+        shadow: !job.enforce,
         precedents,
         embedding: Some(embedding),
         ..Decision::default()
@@ -301,7 +246,7 @@ pub(super) async fn deliberate(
     if !emit(tx, Out::Decided(Box::new(decision))).await {
         return Ok(());
     }
-    if verdict == Label::Refuse {
+    if verdict == Label::Refuse && job.enforce {
         let usage = Usage {
             prompt_tokens: session.appended_tokens(),
             completion_tokens: reasoning_tokens + 1,
@@ -311,12 +256,7 @@ pub(super) async fn deliberate(
         return Ok(());
     }
     let spent = session.appended_tokens();
-    serve_base(
-        engine,
-        &mut session,
-        &answer_messages(&job.messages, verdict),
-        job.params,
-    )?;
+    serve_answer(engine, &mut session, &job, verdict)?;
     answer(
         &mut session,
         tx,
@@ -346,16 +286,23 @@ pub(super) fn answer_messages(messages: &[ChatMessage], verdict: Label) -> Vec<C
     }
 }
 
-/// Forgets the session's context and generates the answer to `messages` on the base weights,
-/// as `off` serves it.
-pub(super) fn serve_base(
+/// Forgets the session's context and generates the answer after `verdict` on the base weights:
+/// the application's conversation, with the safe-completion note after `safe_complete`, or a raw
+/// prompt's continuation. In shadow every answer is the one `off` gives.
+pub(super) fn serve_answer(
     engine: &Engine,
     session: &mut Session,
-    messages: &[ChatMessage],
-    params: GenerationParams,
+    job: &ChatJob,
+    verdict: Label,
 ) -> Result<(), ApiError> {
+    let verdict = if job.enforce { verdict } else { Label::Allow };
     session.reset_to(Weights::Base)?;
-    session.generate(engine.chat_prompt(messages)?, params, true)?;
+    // A raw continuation cannot carry the safe-completion note: the safe part is a chat answer.
+    let prompt = match (&job.text, verdict) {
+        (Some(text), Label::Allow) => engine.text_prompt(text),
+        _ => engine.chat_prompt(&answer_messages(&job.messages, verdict))?,
+    };
+    session.generate(prompt, job.params.clone(), true)?;
     Ok(())
 }
 
@@ -366,11 +313,15 @@ pub(super) async fn refuse(
     usage: Usage,
     reasoning_tokens: usize,
 ) {
+    let finish = match safety.config.refusal_finish_reason {
+        RefusalFinish::Stop => FinishReason::Stop,
+        RefusalFinish::ContentFilter => FinishReason::ContentFilter,
+    };
     if emit(tx, Out::Content(safety.config.refusal_message.clone())).await {
         emit(
             tx,
             Out::Done {
-                finish: FinishReason::Stop,
+                finish,
                 usage,
                 reasoning_tokens,
             },
@@ -443,7 +394,7 @@ async fn adaptive(
         return deliberate(engine, safety, session, job, decision, tx).await;
     }
     let spent = session.appended_tokens();
-    serve_base(engine, &mut session, &job.messages, job.params)?;
+    serve_answer(engine, &mut session, &job, Label::Allow)?;
     if !emit(tx, Out::Decided(Box::new(decision))).await {
         return Ok(());
     }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod decision;
 pub mod deliberate;
+pub mod moderate;
 mod probed;
 
 use std::sync::Arc;

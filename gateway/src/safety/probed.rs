@@ -12,11 +12,11 @@ use cada_core::{Engine, Usage};
 use tokio::sync::mpsc;
 
 use super::deliberate::{
-    answer, deliberate, deliberation_messages, emit, refuse, serve_base, verdict_scores, ChatJob,
-    Out,
+    answer, deliberate, deliberation_messages, emit, refuse, serve_answer, verdict_scores, ChatJob,
 };
 use super::{Decision, Mode, Safety};
 use crate::error::ApiError;
+use crate::events::Out;
 
 /// Probes, then serves, refuses or deliberates by `band`.
 pub(super) async fn probed(
@@ -47,7 +47,7 @@ pub(super) async fn probed(
             session.reset()?;
             deliberate(engine, safety, session, job, decision, tx).await
         }
-        ProbeCall::Refuse => {
+        ProbeCall::Refuse if job.enforce => {
             decision.verdict = Some(Label::Refuse);
             decision.probability = Some(p[refuse_at]);
             decision.probs = Some(p);
@@ -62,10 +62,16 @@ pub(super) async fn probed(
             refuse(safety, tx, usage, 0).await;
             Ok(())
         }
-        ProbeCall::Serve => {
-            // As `off` serves it: the application's conversation on the base model's weights.
+        ProbeCall::Refuse | ProbeCall::Serve => {
+            // As `off` serves it: the application's conversation on the base model's weights
+            // (a clear refusal in shadow too, with the verdict reported).
+            if call == ProbeCall::Refuse {
+                decision.verdict = Some(Label::Refuse);
+                decision.probability = Some(p[refuse_at]);
+                decision.probs = Some(p);
+            }
             let spent = session.appended_tokens();
-            serve_base(engine, &mut session, &job.messages, job.params)?;
+            serve_answer(engine, &mut session, &job, Label::Allow)?;
             if !emit(tx, Out::Decided(Box::new(decision))).await {
                 return Ok(());
             }

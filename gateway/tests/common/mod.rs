@@ -21,6 +21,20 @@ pub struct TestServer {
     _gateway: cada_gateway::background::Background,
 }
 
+/// A `user` key with its scope's limits and safety policy, stored as the key's sha256.
+#[allow(dead_code)]
+pub fn user_key(name: &str, secret: &str) -> cada_gateway::auth::KeyConfig {
+    use sha2::Digest;
+    cada_gateway::auth::KeyConfig {
+        name: name.into(),
+        sha256: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
+        scope: cada_gateway::auth::Scope::User,
+        requests_per_minute: None,
+        tokens_per_minute: None,
+        safety: Default::default(),
+    }
+}
+
 /// A fresh data directory (case store, caches) for one server.
 pub fn data_dir() -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -163,7 +163,15 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let grace = config.shutdown_grace();
     let header_timeout = Duration::from_secs(config.limits.header_timeout_secs.max(1));
+    let addr = listener.local_addr()?;
     let state = Arc::new(AppState::new(config)?);
+    if !state.keys.enabled() && !addr.ip().is_loopback() && !state.config.insecure_no_auth {
+        return Err(GatewayError::Internal(format!(
+            "refusing to serve {addr} with no API key configured: anyone who can reach it could \
+             use the model unguarded by keys. Set --api-key / --admin-key (or [auth] keys), listen \
+             on a loopback address, or pass --insecure-no-auth"
+        )));
+    }
     if state.keys.enabled() {
         tracing::info!("{}", state.keys.describe());
     } else {

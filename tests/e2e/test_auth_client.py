@@ -2,6 +2,8 @@
 binary configured with a TOML file (a key stored as its sha256) and CADA_* environment keys."""
 
 import hashlib
+import os
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -87,3 +89,28 @@ def test_a_limited_key_gets_rate_limit_errors_with_headers(keyed_gateway):
         ask(client)
     assert e.value.code == "rate_limit_exceeded"
     assert int(e.value.response.headers["retry-after"]) >= 1
+
+
+def test_no_keys_on_a_network_address_needs_insecure_no_auth(tmp_path):
+    """What a plain `docker run` of the image (listening on 0.0.0.0) does without keys."""
+    binary = os.environ.get("CADA_GATEWAY_BIN", str(ROOT / "target" / "release" / "cada-gateway"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADA_")}
+    env.update({"CADA_LOG": "info", "NO_COLOR": "1"})
+    args = [binary, "--listen", "0.0.0.0:0", "--registry", str(ROOT / "models" / "registry.toml"),
+            "--adapter", "none", "--data-dir", str(tmp_path / "data"),
+            "--policy-dir", str(ROOT / "configs" / "policy")]
+    refused = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "--insecure-no-auth" in refused.stdout + refused.stderr
+    proc = subprocess.Popen([*args, "--insecure-no-auth"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "listening on" in line:
+                break
+        else:
+            raise AssertionError("the gateway did not start with --insecure-no-auth")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -23,8 +23,12 @@ pub struct GenerationParams {
     pub frequency_penalty: f32,
     /// How many recent tokens the penalties look at.
     pub penalty_last_n: u32,
-    /// Upper bound on generated tokens; `None` means until the context is full.
+    /// Upper bound on generated tokens, reserved in the context up front (a prompt that leaves
+    /// no room for it is refused); `None` means until the context is full.
     pub max_tokens: Option<u32>,
+    /// Most tokens generated when `max_tokens` is unset (a server's cap); not reserved, so it
+    /// only ever ends a generation earlier than the context would.
+    pub limit: Option<u32>,
     /// Text sequences that end generation; they are matched across token boundaries and not returned.
     pub stop: Vec<String>,
     /// Keep generating past end-of-generation tokens (benchmarks want a fixed length).
@@ -56,6 +60,7 @@ impl Default for GenerationParams {
             frequency_penalty: 0.0,
             penalty_last_n: 64,
             max_tokens: None,
+            limit: None,
             stop: Vec::new(),
             ignore_eos: false,
         }

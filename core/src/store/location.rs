@@ -85,22 +85,19 @@ impl fmt::Debug for StoreLocation {
 }
 
 /// The URL with the password of its user info (`user:password@`) and any `password=` query
-/// parameter replaced by `***`.
+/// parameter replaced by `***`. The user info is read as the PostgreSQL client reads it: up to
+/// the first `@` anywhere in the URL, so a password holding `/`, `?` or `#` (common in base64)
+/// is hidden too. A URL whose path or query holds an `@` is masked more than needed, never less.
 fn hide_password(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (authority_end, _) = rest
-        .char_indices()
-        .find(|(_, c)| matches!(c, '/' | '?'))
-        .unwrap_or((rest.len(), ' '));
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => authority.to_owned(),
+    let (user_info, host_and_tail) = match rest.split_once('@') {
+        Some((info, after)) => match info.split_once(':') {
+            Some((user, _)) => (format!("{user}:***@"), after),
+            None => (format!("{info}@"), after),
         },
-        None => authority.to_owned(),
+        None => (String::new(), rest),
     };
-    let tail = match tail.split_once('?') {
+    let tail = match host_and_tail.split_once('?') {
         Some((path, query)) => {
             let query: Vec<String> = query
                 .split('&')
@@ -111,9 +108,9 @@ fn hide_password(url: &str) -> String {
                 .collect();
             format!("{path}?{}", query.join("&"))
         }
-        None => tail.to_owned(),
+        None => host_and_tail.to_owned(),
     };
-    format!("{scheme}://{authority}{tail}")
+    format!("{scheme}://{user_info}{tail}")
 }
 
 #[cfg(test)]
@@ -134,6 +131,12 @@ mod tests {
             "postgresql://db/cada?user=cada&password=***&sslmode=disable"
         );
         let no_password = StoreLocation::parse("postgres://cada@db/cada").unwrap();
+        assert_eq!(
+            StoreLocation::parse("postgres://db:5432/cada?sslmode=disable")
+                .unwrap()
+                .to_string(),
+            "postgres://db:5432/cada?sslmode=disable"
+        );
         assert_eq!(no_password.to_string(), "postgres://cada@db/cada");
         for (s, path) in [
             ("data/cases.sqlite", "data/cases.sqlite"),
@@ -153,6 +156,31 @@ mod tests {
                 StoreLocation::parse(bad).unwrap_err().code(),
                 "invalid_input",
                 "{bad}"
+            );
+        }
+    }
+
+    /// Whatever password the PostgreSQL client would send, the shown URL does not contain it.
+    #[test]
+    fn the_password_the_client_reads_is_never_shown() {
+        for url in [
+            "postgres://cada:ab/cd+ef==@db.internal:5432/cada",
+            "postgres://cada:q?x=1&y@db/cada",
+            "postgresql://cada:a#b/c@db/cada?sslmode=disable",
+            "postgres://cada:plain@db/cada",
+            "postgres://cada:a%40b%2Fc%3F@db/cada",
+        ] {
+            let config: postgres::Config = url.parse().expect(url);
+            let password = String::from_utf8(config.get_password().expect(url).to_vec()).unwrap();
+            let shown = StoreLocation::parse(url).unwrap().to_string();
+            assert!(!shown.contains(&password), "{url} shown as {shown}");
+            // Nor as written (percent-encoded).
+            let written = url.split_once("://").unwrap().1.split_once('@').unwrap().0;
+            let written = written.split_once(':').unwrap().1;
+            assert!(!shown.contains(written), "{url} shown as {shown}");
+            assert!(
+                shown.starts_with("postgres") && shown.contains(":***@"),
+                "{shown}"
             );
         }
     }

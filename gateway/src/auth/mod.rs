@@ -1,8 +1,8 @@
 //! Who may call what: API keys with a `user` scope (inference, feedback) or an `admin` scope
 //! (also review and model management), each with its own rate limits. Keys are held as sha256
 //! digests and compared in constant time; no key, digest or prefix is ever logged or echoed.
-//! With no key of a scope configured, that scope's endpoints are open (the start-up log says
-//! so); admin endpoints stay closed once any key exists.
+//! With no user key configured, inference endpoints are open (the start-up log says so); admin
+//! endpoints need an admin key, so without one there is no `/admin/` at all.
 
 pub mod config;
 pub mod limits;
@@ -161,7 +161,8 @@ impl Keys {
             Access::Open => true,
             // Admin keys also call user endpoints, but do not close them to everyone else.
             Access::User => !self.any_user,
-            Access::Admin => !self.enabled(),
+            // Never: cases hold users' conversations, and labels and rollbacks reach the fleet.
+            Access::Admin => false,
         }
     }
 
@@ -201,6 +202,12 @@ impl Keys {
             }
             Some(p) => Ok(Some(p)),
             None if self.is_open(access) => Ok(None),
+            None if access == Access::Admin && !self.any_admin => {
+                Err(ApiError::insufficient_permissions(
+                    "The admin endpoints are disabled: no admin key is configured (set \
+                     --admin-key / CADA_ADMIN_KEY or an [auth] key with scope admin).",
+                ))
+            }
             None if sent.is_some() => Err(ApiError::invalid_api_key(
                 "Incorrect API key provided. Check the key you are sending.",
             )),
@@ -213,8 +220,8 @@ impl Keys {
     /// The start-up log line describing what is protected.
     pub fn describe(&self) -> String {
         match (self.any_user, self.any_admin) {
-            (false, false) => "auth is off: no API keys are configured, every endpoint is open \
-                 (set --api-key / --admin-key or [auth] keys)"
+            (false, false) => "auth is off: no API keys are configured, inference endpoints are \
+                 open and /admin/ is disabled (set --api-key / --admin-key or [auth] keys)"
                 .into(),
             (false, true) => "inference endpoints are open (no user key configured); /admin/ \
                  needs an admin key"
@@ -286,11 +293,18 @@ mod tests {
     }
 
     #[test]
-    fn unconfigured_scopes_are_open_but_admin_closes_once_keys_exist() {
+    fn inference_is_open_without_user_keys_but_admin_needs_an_admin_key() {
         let off = keys(None, None);
         assert!(!off.enabled());
-        assert!(off
+        let e = off
             .authenticate(&headers(None), Access::Admin)
+            .expect_err("no admin without an admin key");
+        assert_eq!(
+            (e.status.as_u16(), e.code),
+            (403, "insufficient_permissions")
+        );
+        assert!(off
+            .authenticate(&headers(None), Access::User)
             .expect("open")
             .is_none());
         // OpenAI clients always send a key: an unknown one on an open endpoint is ignored.

@@ -59,6 +59,10 @@ pub struct Cli {
     /// Inference requests handled at once; beyond it a fast 503 `overloaded`.
     #[arg(long, env = "CADA_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Start on a non-loopback address although no API key is configured (inference open to
+    /// the network; /admin/ stays closed without an admin key).
+    #[arg(long, env = "CADA_INSECURE_NO_AUTH", default_value_t = false)]
+    pub insecure_no_auth: bool,
     /// Skip the sha256 check of registry models.
     #[arg(long, env = "CADA_NO_VERIFY", default_value_t = false)]
     pub no_verify: bool,
@@ -128,6 +132,9 @@ impl Cli {
         }
         if let Some(v) = self.max_in_flight {
             c.limits.max_in_flight = v;
+        }
+        if self.insecure_no_auth {
+            c.insecure_no_auth = true;
         }
         if self.no_verify {
             c.verify_sha256 = false;

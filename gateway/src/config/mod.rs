@@ -43,6 +43,9 @@ pub struct Config {
     /// Log each chat exchange (the last user message and the answer, redacted like the case
     /// store) at info level. Off by default: prompts and answers stay out of logs.
     pub log_prompts: bool,
+    /// Serve on a non-loopback address with no API key at all (every inference endpoint open
+    /// to the network). Off: such a start-up is refused.
+    pub insecure_no_auth: bool,
     pub engine: EngineSection,
     pub limits: Limits,
     pub safety: SafetyConfig,
@@ -173,6 +176,7 @@ impl Default for Config {
             verify_sha256: true,
             log_format: LogFormat::Text,
             log_prompts: false,
+            insecure_no_auth: false,
             engine: EngineSection::default(),
             limits: Limits::default(),
             safety: SafetyConfig::default(),

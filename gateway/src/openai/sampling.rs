@@ -20,7 +20,8 @@ pub struct Common {
 const MAX_STOPS: usize = 4;
 
 impl Common {
-    /// Parses and validates the shared fields; `max_tokens_cap` bounds an explicit `max_tokens`.
+    /// Parses and validates the shared fields; `max_tokens_cap` bounds `max_tokens` and is the
+    /// limit of requests without one.
     /// Without one, generation runs to the end of the model's turn or of the slot's context.
     pub fn parse(f: Fields<'_>, max_tokens_cap: u32) -> Result<Self, ApiError> {
         let model = f.required_string("model")?.to_string();
@@ -64,9 +65,12 @@ impl Common {
         } else {
             "max_tokens"
         };
-        if let Some(m) = f.integer(max_name, 1, i64::from(max_tokens_cap))? {
-            p.max_tokens = Some(m as u32);
-        }
+        // The cap bounds every request, those that leave `max_tokens` out (with `ignore_eos`
+        // they would otherwise generate to the end of the slot's context) included.
+        p.max_tokens = f
+            .integer(max_name, 1, i64::from(max_tokens_cap))?
+            .map(|m| m as u32);
+        p.limit = p.max_tokens.is_none().then_some(max_tokens_cap);
         p.stop = parse_stop(f)?;
         if let Some(b) = f.bool("ignore_eos")? {
             p.ignore_eos = b;
@@ -154,6 +158,11 @@ mod tests {
     fn defaults_and_values() {
         let c = parse(json!({"model": "m"})).expect("valid");
         assert_eq!(c.params.max_tokens, None);
+        assert_eq!(
+            c.params.limit,
+            Some(1000),
+            "the cap bounds requests without max_tokens"
+        );
         assert!(!c.stream);
         let c = parse(
             json!({"model": "m", "temperature": 0, "max_tokens": 7, "stop": "x", "seed": 42,

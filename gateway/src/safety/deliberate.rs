@@ -10,8 +10,7 @@
 use std::sync::Arc;
 
 use cada_core::policy::protocol::{
-    cases_system_prompt, probe_system_prompt, verdict_text, REASONING_PREFIX, SAFE_COMPLETION_NOTE,
-    VERDICT_PREFIX,
+    cases_system_prompt, verdict_text, REASONING_PREFIX, SAFE_COMPLETION_NOTE, VERDICT_PREFIX,
 };
 use cada_core::policy::{Label, VerdictRule};
 use cada_core::{
@@ -22,7 +21,8 @@ use tokio::sync::mpsc;
 
 use super::config::RefusalFinish;
 use super::decision::label_risk;
-use super::{refs, Decision, Mode, Safety};
+use super::screen::{probe_messages, retrieve, split_system};
+use super::{Decision, Mode, Safety};
 use crate::error::ApiError;
 use crate::events::{Out, Source};
 
@@ -65,15 +65,7 @@ pub async fn start(
             },
         ));
     }
-    let request = last_user_text(&job.messages);
-    let embedding = {
-        let safety = Arc::clone(safety);
-        tokio::task::spawn_blocking(move || safety.embedder.embed_one(&request))
-            .await
-            .map_err(|e| ApiError::internal(format!("embedding task failed: {e}")))?
-            .map_err(|e| ApiError::internal(e.to_string()))?
-    };
-    let precedents = refs(&safety.nearest(&embedding));
+    let (precedents, embedding) = retrieve(safety, &job.messages).await?;
     let decision = Decision {
         mode: Some(job.mode),
         shadow: !job.enforce,
@@ -98,7 +90,7 @@ pub async fn start(
     Ok(Source::Driven(rx))
 }
 
-/// The text retrieval and the probe look at: the last user message.
+/// The last user message: what a response record and a logged case show as the request.
 pub fn last_user_text(messages: &[ChatMessage]) -> String {
     messages
         .iter()
@@ -114,10 +106,7 @@ pub(super) fn deliberation_messages(
     job: &ChatJob,
     decision: &Decision,
 ) -> Vec<ChatMessage> {
-    let (app_system, rest) = match job.messages.first() {
-        Some(m) if m.role == ChatRole::System => (Some(m.content.as_str()), &job.messages[1..]),
-        _ => (None, &job.messages[..]),
-    };
+    let (app_system, rest) = split_system(&job.messages);
     let system = match job.mode {
         Mode::Trained => app_system.map(str::to_owned),
         _ => {
@@ -372,10 +361,7 @@ async fn adaptive(
     if let Some(band) = job.rule.probe {
         return super::probed::probed(engine, safety, session, job, decision, band, tx).await;
     }
-    let probe = [
-        ChatMessage::new(ChatRole::System, probe_system_prompt(&safety.policy.codes)),
-        ChatMessage::new(ChatRole::User, last_user_text(&job.messages)),
-    ];
+    let probe = probe_messages(&safety.policy.codes, &job.messages);
     let mut prompt = engine.chat_prompt(&probe)?;
     prompt.extend(&engine.tokens(VERDICT_PREFIX.trim_start()));
     let raw = verdict_scores(engine, &mut session, prompt, false).await?;

@@ -6,6 +6,7 @@ pub mod decision;
 pub mod deliberate;
 pub mod moderate;
 mod probed;
+pub mod screen;
 
 use std::sync::Arc;
 

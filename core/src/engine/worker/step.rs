@@ -168,6 +168,7 @@ fn on_token(
     let at_max = gen
         .params
         .max_tokens
+        .or(gen.params.limit)
         .is_some_and(|m| gen.generated >= m as usize);
     // The sampled token still needs a position when fed back.
     if at_max || slot.n_past + 1 > ctx_per_slot {

@@ -89,7 +89,8 @@ pub struct RunArgs {
     /// Labelled case-store exports to train on as well (added to `extra_data`).
     #[arg(long = "data", value_name = "JSONL")]
     pub data: Vec<PathBuf>,
-    /// Read the labelled cases (reviewed, or with agreeing feedback) straight from a case store:
+    /// Read the reviewed cases (with `--include-feedback`, also those whose feedback agrees)
+    /// straight from a case store:
     /// the gateways' shared PostgreSQL (`postgres://...`) or an SQLite file. The run trains on a
     /// snapshot written to `<runs_dir>/cases-<time>.jsonl`, so it can be resumed and audited.
     #[arg(
@@ -100,6 +101,11 @@ pub struct RunArgs {
         conflicts_with = "resume"
     )]
     pub store: Option<String>,
+    /// Also train on pending cases whose users' feedback implies a label by majority, though
+    /// no reviewer saw them. Off by default: any key can send feedback on its own responses, so
+    /// an unreviewed `over_refusal` would turn a refused request into an `allow` case.
+    #[arg(long)]
+    pub include_feedback: bool,
     /// Evaluate and report, but do not promote.
     #[arg(long)]
     pub no_promote: bool,

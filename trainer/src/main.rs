@@ -65,8 +65,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let mut config = train_config(args)?;
             if let Some(store) = &args.store {
                 let location = StoreLocation::parse(store)?;
-                let cases =
-                    schedule::export_from_store(&location, None).map_err(anyhow::Error::msg)?;
+                let cases = schedule::export_from_store(&location, None, args.include_feedback)
+                    .map_err(anyhow::Error::msg)?;
                 let started = cada_core::adapters::now() as i64;
                 std::fs::create_dir_all(&config.runs_dir)
                     .with_context(|| format!("creating {}", config.runs_dir.display()))?;
@@ -150,6 +150,17 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
         },
         (None, None) => anyhow::bail!("schedule needs --gateway URL or --store URL"),
     };
+    let feedback = args.run.include_feedback;
+    eprintln!(
+        "{}",
+        if feedback {
+            "counting reviewed cases and cases whose feedback agrees (--include-feedback: \
+             unreviewed feedback becomes training data)"
+        } else {
+            "counting reviewed cases only (feedback is evidence for review; --include-feedback \
+             also counts cases whose feedback agrees)"
+        }
+    );
     let state_path = config.runs_dir.join("schedule.json");
     let lock_path = config.runs_dir.join("trainer.lock");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -166,7 +177,7 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
                 failed = matches!(e, schedule::LockError::Io { .. });
             }
             Ok(lock) => {
-                let new = source.fetch(&rt, state.last_run);
+                let new = source.fetch(&rt, state.last_run, feedback);
                 match new {
                     Err(e) => {
                         eprintln!("cannot fetch cases: {e}");
@@ -178,7 +189,9 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
                         args.min_new_cases
                     ),
                     Ok(_) => {
-                        let all = source.fetch(&rt, None).map_err(anyhow::Error::msg)?;
+                        let all = source
+                            .fetch(&rt, None, feedback)
+                            .map_err(anyhow::Error::msg)?;
                         let file = config.runs_dir.join(format!("cases-{started}.jsonl"));
                         std::fs::write(&file, &all)?;
                         let mut run_config = config.clone();

@@ -174,28 +174,36 @@ pub enum CaseSource {
 }
 
 impl CaseSource {
-    /// Labelled cases (labelled or with agreeing feedback since `since`, or all) as JSONL.
-    /// Blocking; the gateway source runs its request on `rt`.
+    /// Reviewed cases (with `include_feedback`, also those whose feedback agrees) labelled
+    /// since `since`, or all, as JSONL. Blocking; the gateway source runs its request on `rt`.
     pub fn fetch(
         &self,
         rt: &tokio::runtime::Runtime,
         since: Option<i64>,
+        include_feedback: bool,
     ) -> Result<String, String> {
         match self {
-            Self::Gateway { url, admin_key } => {
-                rt.block_on(fetch_cases(url, admin_key.as_deref(), since))
-            }
-            Self::Store(location) => export_from_store(location, since),
+            Self::Gateway { url, admin_key } => rt.block_on(fetch_cases(
+                url,
+                admin_key.as_deref(),
+                since,
+                include_feedback,
+            )),
+            Self::Store(location) => export_from_store(location, since, include_feedback),
         }
     }
 }
 
 /// Labelled cases straight from a case store, as JSONL (the same as the gateway's export).
-pub fn export_from_store(location: &StoreLocation, since: Option<i64>) -> Result<String, String> {
+pub fn export_from_store(
+    location: &StoreLocation,
+    since: Option<i64>,
+    include_feedback: bool,
+) -> Result<String, String> {
     let mut store = CaseStore::open(location.clone(), StoreConfig::default())
         .map_err(|e| format!("opening the case store {location}: {e}"))?;
     let filter = ExportFilter {
-        include_feedback: true,
+        include_feedback,
         since,
     };
     let cases = store
@@ -210,9 +218,10 @@ pub async fn fetch_cases(
     base_url: &str,
     admin_key: Option<&str>,
     since: Option<i64>,
+    include_feedback: bool,
 ) -> Result<String, String> {
     let mut url = format!(
-        "{}/admin/cases/export?include_feedback=true",
+        "{}/admin/cases/export?include_feedback={include_feedback}",
         base_url.trim_end_matches('/')
     );
     if let Some(s) = since {

@@ -197,6 +197,55 @@ fn a_scheduled_check_reads_the_case_store() {
     assert!(stderr.contains("unknown store scheme"), "{stderr}");
 }
 
+/// One key's `over_refusal` on its own refused request is evidence, not a label: the scheduler
+/// counts reviewed cases only, unless `--include-feedback` asks for the feedback too.
+#[test]
+fn a_single_feedback_does_not_become_training_data() {
+    use cada_core::store::testing::{case, unit};
+    use cada_core::store::{CaseStore, FeedbackLabel, NewFeedback, StoreConfig};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("data/cases.sqlite");
+    let mut store = CaseStore::open(&db, StoreConfig::default()).expect("store");
+    // The testing record was refused; the feedback says it was an over-refusal.
+    store
+        .log_case(case("chatcmpl-refused", unit(3), &["x"]))
+        .expect("log");
+    store
+        .feedback(NewFeedback {
+            response_id: "chatcmpl-refused".into(),
+            label: FeedbackLabel::OverRefusal,
+            comment: None,
+        })
+        .expect("feedback");
+    drop(store);
+    let config = config_in(dir.path());
+    let check = |extra: &[&str]| {
+        let out = trainer()
+            .args(["schedule", "--once", "--min-new-cases", "5", "--store"])
+            .arg(format!("sqlite://{}", db.display()))
+            .args(extra)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    let reviewed_only = check(&[]);
+    assert!(
+        reviewed_only.contains("counting reviewed cases only")
+            && reviewed_only.contains("0 newly labelled cases, 5 needed"),
+        "{reviewed_only}"
+    );
+    let with_feedback = check(&["--include-feedback"]);
+    assert!(
+        with_feedback.contains("1 newly labelled cases, 5 needed"),
+        "{with_feedback}"
+    );
+}
+
 /// A run never trains on an evaluation prompt: a labelled file holding one of the outside
 /// held-out requests stops the run before the model is loaded, naming the request.
 #[test]

@@ -73,6 +73,10 @@ pub fn config(registry: PathBuf, data: PathBuf) -> cada_gateway::Config {
         ..cada_gateway::Config::default()
     };
     config.safety.mode = Mode::Off;
+    // An admin key exists, so callers without a key get the user scope's safety policy; these
+    // tests pick their mode per request.
+    config.auth.user.safety.allowed_modes =
+        Some(vec![Mode::Off, Mode::Cases, Mode::Trained, Mode::Adaptive]);
     config.safety.policy_dir = root().join("configs/policy");
     config.store.data_dir = data;
     config.engine.parallel = 4;

@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
-use cada_core::policy::protocol::{probe_system_prompt, REASONING_PREFIX, VERDICT_PREFIX};
+use cada_core::policy::protocol::{REASONING_PREFIX, VERDICT_PREFIX};
 use cada_core::policy::{log_odds, Label, VerdictRule};
 use cada_core::store::PrecedentRef;
 use cada_core::{ChatMessage, ChatRole, Engine};
 
 use super::deliberate::verdict_scores;
-use super::{refs, Decision, Safety};
+use super::screen::{probe_messages, retrieve};
+use super::{Decision, Safety};
 use crate::error::ApiError;
 
 /// OpenAI's moderation categories, each with the policy categories whose precedents count for it.
@@ -81,28 +82,20 @@ pub async fn assess(
     trained_layout: bool,
     text: String,
 ) -> Result<Assessment, ApiError> {
-    let embedding = {
-        let safety = Arc::clone(safety);
-        let text = text.clone();
-        tokio::task::spawn_blocking(move || safety.embedder.embed_one(&text))
-            .await
-            .map_err(|e| ApiError::internal(format!("embedding task failed: {e}")))?
-            .map_err(|e| ApiError::internal(e.to_string()))?
-    };
-    let nearest = safety.nearest(&embedding);
-    let precedents = refs(&nearest);
+    let messages = [ChatMessage::new(ChatRole::User, text)];
+    let (precedents, _) = retrieve(safety, &messages).await?;
     let decision = Decision {
         precedents: precedents.clone(),
         ..Decision::default()
     };
     let mut shares: Vec<(String, f32)> = Vec::new();
     for (p, w) in decision.precedent_weights() {
-        let Some(case) = nearest.iter().find(|n| n.case.id == p.id) else {
+        let Some(case) = safety.policy.case(&p.id) else {
             continue;
         };
-        match shares.iter_mut().find(|(c, _)| *c == case.case.category) {
+        match shares.iter_mut().find(|(c, _)| *c == case.category) {
             Some((_, total)) => *total += w,
-            None => shares.push((case.case.category.clone(), w)),
+            None => shares.push((case.category.clone(), w)),
         }
     }
     let total: f32 = shares.iter().map(|(_, w)| w).sum();
@@ -111,16 +104,12 @@ pub async fn assess(
     }
     let mut session = engine.session()?;
     let prompt = if trained_layout {
-        let mut p = engine.chat_prompt(&[ChatMessage::new(ChatRole::User, text)])?;
+        let mut p = engine.chat_prompt(&messages)?;
         p.extend(&engine.tokens(REASONING_PREFIX));
         p.extend(&engine.tokens(VERDICT_PREFIX));
         p
     } else {
-        let messages = [
-            ChatMessage::new(ChatRole::System, probe_system_prompt(&safety.policy.codes)),
-            ChatMessage::new(ChatRole::User, text),
-        ];
-        let mut p = engine.chat_prompt(&messages)?;
+        let mut p = engine.chat_prompt(&probe_messages(&safety.policy.codes, &messages))?;
         p.extend(&engine.tokens(VERDICT_PREFIX.trim_start()));
         p
     };

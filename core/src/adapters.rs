@@ -180,7 +180,7 @@ impl AdapterRegistry {
         std::fs::write(tmp.path(), json).map_err(|e| io(tmp.path(), e))?;
         tmp.as_file().sync_all().map_err(|e| io(tmp.path(), e))?;
         tmp.persist(&path).map_err(|e| io(&path, e.error))?;
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     /// Records the base model's figures (reused as the baseline while nothing is promoted).
@@ -210,7 +210,17 @@ impl AdapterRegistry {
         let tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| io(&self.dir, e))?;
         std::fs::copy(adapter, tmp.path()).map_err(|e| io(adapter, e))?;
         tmp.as_file().sync_all().map_err(|e| io(tmp.path(), e))?;
+        // The digest of what was copied, which gateways check before they load it.
+        let sha256 = crate::registry::sha256_file(tmp.path()).map_err(|e| io(tmp.path(), e))?;
+        if !entry.sha256.is_empty() && !entry.sha256.eq_ignore_ascii_case(&sha256) {
+            return Err(PromoteError::Invalid {
+                path: adapter.display().to_string(),
+                message: format!("sha256 {sha256}, not the recorded {}", entry.sha256),
+            });
+        }
         tmp.persist(&target).map_err(|e| io(&target, e.error))?;
+        sync_dir(&self.dir)?;
+        entry.sha256 = sha256;
         entry.file = file;
         entry.parent = index.promoted.clone();
         index.promoted = Some(entry.version.clone());
@@ -218,29 +228,58 @@ impl AdapterRegistry {
         self.write(&index)
     }
 
-    /// Serves `version` again, or the previous one's parent when `None` (the base model if it
-    /// has none). Returns what is served now.
-    pub fn rollback(&self, version: Option<&str>) -> Result<Option<String>, PromoteError> {
-        let mut index = self.read()?;
-        let target = match version {
-            Some(v) if index.versions.iter().any(|e| e.version == v) => Some(v.to_owned()),
-            Some(v) => return Err(PromoteError::UnknownVersion(v.to_owned())),
+    /// The version a rollback to `version` would serve: `version` itself, or with `None` the
+    /// served one's parent (`None`: the base model, when it has none). Changes nothing.
+    pub fn rollback_target(&self, version: Option<&str>) -> Result<Option<String>, PromoteError> {
+        let index = self.read()?;
+        match version {
+            Some(v) if index.versions.iter().any(|e| e.version == v) => Ok(Some(v.to_owned())),
+            Some(v) => Err(PromoteError::UnknownVersion(v.to_owned())),
             None => {
                 let current = index
                     .promoted
                     .clone()
                     .ok_or_else(|| PromoteError::UnknownVersion("(nothing promoted)".into()))?;
-                index
+                Ok(index
                     .versions
                     .iter()
                     .find(|e| e.version == current)
-                    .and_then(|e| e.parent.clone())
+                    .and_then(|e| e.parent.clone()))
             }
-        };
-        index.promoted = target.clone();
-        self.write(&index)?;
+        }
+    }
+
+    /// Makes `version` (a recorded one, or `None` for none) the served one.
+    pub fn set_promoted(&self, version: Option<&str>) -> Result<(), PromoteError> {
+        let mut index = self.read()?;
+        if let Some(v) = version.filter(|v| !index.versions.iter().any(|e| e.version == *v)) {
+            return Err(PromoteError::UnknownVersion(v.to_owned()));
+        }
+        index.promoted = version.map(str::to_owned);
+        self.write(&index)
+    }
+
+    /// The entry of `version`, if recorded.
+    pub fn entry(&self, version: &str) -> Result<Option<AdapterEntry>, PromoteError> {
+        Ok(self
+            .read()?
+            .versions
+            .into_iter()
+            .find(|e| e.version == version))
+    }
+
+    /// Serves `version` again, or the previous one's parent when `None` (the base model if it
+    /// has none). Returns what is served now.
+    pub fn rollback(&self, version: Option<&str>) -> Result<Option<String>, PromoteError> {
+        let target = self.rollback_target(version)?;
+        self.set_promoted(target.as_deref())?;
         Ok(target)
     }
+}
+
+/// Makes renames inside `dir` durable (see [`crate::durable`]).
+fn sync_dir(dir: &Path) -> Result<(), PromoteError> {
+    crate::durable::sync_dir(dir).map_err(|e| io(dir, e))
 }
 
 /// Unix seconds now.
@@ -259,7 +298,7 @@ mod tests {
             version: version.into(),
             parent: None,
             file: String::new(),
-            sha256: "00".into(),
+            sha256: String::new(),
             base_model: "smollm2-135m-instruct".into(),
             data_hash: "ab".into(),
             config: serde_json::json!({"lora": {"rank": 16}}),
@@ -294,6 +333,14 @@ mod tests {
         let (served, file) = reg.promoted().unwrap().unwrap();
         assert_eq!(served.version, "v2");
         assert_eq!(std::fs::read(file).unwrap(), b"adapter bytes");
+        // The digest of the copy is recorded, for gateways to check before loading it.
+        assert_eq!(served.sha256, crate::registry::sha256_file(&src).unwrap());
+        let mut wrong = entry("v3");
+        wrong.sha256 = "0".repeat(64);
+        assert!(matches!(
+            reg.promote(&src, wrong),
+            Err(PromoteError::Invalid { .. })
+        ));
         assert!(matches!(
             reg.promote(&src, entry("v2")),
             Err(PromoteError::Duplicate(_))
@@ -303,6 +350,10 @@ mod tests {
         assert_eq!(reg.rollback(None).unwrap(), None);
         assert_eq!(reg.rollback(Some("v2")).unwrap().as_deref(), Some("v2"));
         assert!(reg.rollback(Some("v9")).is_err());
+        // The target alone changes nothing.
+        assert_eq!(reg.rollback_target(None).unwrap().as_deref(), Some("v1"));
+        assert_eq!(reg.read().unwrap().promoted.as_deref(), Some("v2"));
+        assert!(reg.set_promoted(Some("v9")).is_err());
     }
 
     /// A promotion that fails part-way (the adapter file cannot be read) leaves the index as

@@ -2,9 +2,12 @@
 //! on its own thread, safe chat-template rendering), the safety policy with its formats, and the
 //! case store the gateway logs borderline exchanges to for review and retraining.
 
+pub mod adapter_check;
 pub mod adapters;
+pub mod durable;
 pub mod embed;
 pub mod engine;
+pub mod gguf_header;
 pub mod policy;
 pub mod registry;
 pub mod release;

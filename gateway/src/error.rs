@@ -135,6 +135,16 @@ impl ApiError {
         )
     }
 
+    /// An adapter version the gateway checked or tried to load and would not serve.
+    pub fn adapter_refused(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+            "adapter_refused",
+            message,
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -199,9 +209,10 @@ impl From<StoreError> for ApiError {
         let status = match e {
             StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
             StoreError::Invalid(_) | StoreError::Jsonl { .. } => StatusCode::BAD_REQUEST,
-            StoreError::Busy | StoreError::Overloaded { .. } | StoreError::ShutDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            StoreError::Busy
+            | StoreError::Overloaded { .. }
+            | StoreError::ShutDown
+            | StoreError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let kind = if status.is_client_error() {

@@ -1,6 +1,7 @@
 //! cada's OpenAI-compatible gateway as a library: `run(listener, config, shutdown)` serves a
 //! GGUF model through the shared llama.cpp engine; the binary only parses flags and binds.
 
+pub mod adapters;
 pub mod admission;
 pub mod auth;
 pub mod background;
@@ -36,4 +37,11 @@ pub enum GatewayError {
     Internal(String),
     #[error("safety: {0}")]
     Safety(String),
+    /// An adapter version failed its check or its load; what was served before still is.
+    #[error("adapter {version} refused ({reason}): {message}")]
+    AdapterRefused {
+        version: String,
+        reason: &'static str,
+        message: String,
+    },
 }

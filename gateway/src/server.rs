@@ -66,22 +66,34 @@ pub async fn read_json(
     req: Request<Incoming>,
     limits: &crate::config::Limits,
 ) -> Result<serde_json::Value, ApiError> {
-    let within = Duration::from_secs(limits.body_timeout_secs.max(1));
-    tokio::time::timeout(within, read_json_body(req, limits.max_body_bytes))
-        .await
-        .map_err(|_| ApiError::request_timeout(within))?
+    let (parts, body) = req.into_parts();
+    read_body(&parts.headers, body, limits).await
 }
 
-async fn read_json_body(
-    req: Request<Incoming>,
-    limit: usize,
+/// [`read_json`] on a request already split into its head and body.
+pub async fn read_body(
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+    limits: &crate::config::Limits,
 ) -> Result<serde_json::Value, ApiError> {
-    let declared = req
-        .headers()
+    let within = Duration::from_secs(limits.body_timeout_secs.max(1));
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut body = req.into_body();
+    tokio::time::timeout(
+        within,
+        read_json_body(declared, body, limits.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::request_timeout(within))?
+}
+
+async fn read_json_body(
+    declared: Option<u64>,
+    mut body: Incoming,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
     if declared.is_some_and(|n| n > limit as u64) {
         if declared.is_some_and(|n| n <= DISCARD_CAP as u64) {
             discard(body).await;
@@ -213,6 +225,9 @@ pub async fn run(
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     tokio::pin!(shutdown);
+    let connections = Arc::new(tokio::sync::Semaphore::new(
+        state.config.limits.max_connections.max(1),
+    ));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -225,11 +240,19 @@ pub async fn run(
                         continue;
                     }
                 };
+                // Past the cap the connection is closed unread: cheaper than any answer, and
+                // what a flood of idle or trickling clients should get.
+                let Ok(open) = Arc::clone(&connections).try_acquire_owned() else {
+                    state.metrics.connection_refused();
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
                 let service = service_fn(move |req| handle(Arc::clone(&state), req));
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
+                    let _open = open;
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use cada_core::adapters::AdapterRegistry;
 use cada_core::policy::VerdictRule;
 use cada_core::registry::resolve_path;
-use cada_core::{Engine, EngineConfig, Failure, Registry, ResolvedModel};
+use cada_core::{Engine, EngineConfig, Failure, Registry};
 
+use crate::adapters::{self, Candidate, Refusal, Refused};
 use crate::admission::Admission;
 use crate::auth::Keys;
 use crate::cache::ResponseCache;
-use crate::config::{AdapterChoice, Config};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::safety::Safety;
@@ -23,6 +24,8 @@ use crate::GatewayError;
 #[derive(Debug)]
 pub struct Served {
     pub name: String,
+    /// Registry id (or file stem) of the base model, which adapters must be trained for.
+    pub base_id: String,
     pub engine: Engine,
     /// Version of the LoRA adapter the engine applies (registry version or file stem).
     pub adapter: Option<String>,
@@ -48,6 +51,8 @@ pub struct AppState {
     safety: OnceLock<Arc<Safety>>,
     /// One reload at a time (watcher and admin calls).
     reloading: Mutex<()>,
+    /// Adapter versions refused, not tried again until their file changes.
+    refused: Refused,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<Metrics>,
     /// Bounds the inference requests handled at once.
@@ -73,6 +78,7 @@ impl AppState {
             served: RwLock::new(None),
             safety: OnceLock::new(),
             reloading: Mutex::new(()),
+            refused: Refused::default(),
             metrics: Arc::new(
                 Metrics::new().map_err(|e| GatewayError::Internal(format!("metrics: {e}")))?,
             ),
@@ -117,55 +123,6 @@ impl AppState {
         AdapterRegistry::beside(&self.config.registry)
     }
 
-    /// The adapter the configuration asks for now: its version as `id`, its file, and the
-    /// pinned digest of a shipped one (checked only before it is loaded, not at every poll).
-    fn wanted_adapter(&self) -> Result<Option<ResolvedModel>, GatewayError> {
-        match &self.config.adapter {
-            AdapterChoice::None => Ok(None),
-            AdapterChoice::File(path) => {
-                let version = path.file_stem().map_or_else(
-                    || path.display().to_string(),
-                    |s| s.to_string_lossy().into_owned(),
-                );
-                Ok(Some(ResolvedModel {
-                    id: version,
-                    path: path.clone(),
-                    sha256: None,
-                }))
-            }
-            AdapterChoice::Promoted => {
-                let promoted = self
-                    .adapter_registry()
-                    .promoted()
-                    .map_err(|e| GatewayError::Internal(format!("adapter registry: {e}")))?
-                    .map(|(entry, file)| ResolvedModel {
-                        id: entry.version,
-                        path: file,
-                        sha256: None,
-                    });
-                match promoted {
-                    Some(p) => Ok(Some(p)),
-                    None => self.release_adapter(),
-                }
-            }
-        }
-    }
-
-    /// The release adapter shipped for the served registry model.
-    fn release_adapter(&self) -> Result<Option<ResolvedModel>, GatewayError> {
-        let c = &self.config;
-        if !c.model.is_empty() && Path::new(&c.model).is_file() {
-            return Ok(None);
-        }
-        let registry = Registry::load(&c.registry)?;
-        let id = if c.model.is_empty() {
-            registry.default_chat.as_str()
-        } else {
-            c.model.as_str()
-        };
-        Ok(registry.release_adapter(id).map(|(_, file)| file))
-    }
-
     /// The verdict rule for an adapter: its own (threshold and probe band), the threshold
     /// replaced by the configured override where there is one.
     fn verdict_rule(&self, adapter: Option<&Path>) -> Result<VerdictRule, GatewayError> {
@@ -197,7 +154,51 @@ impl AppState {
         }
     }
 
-    /// Resolves, verifies and loads the configured model. Blocking.
+    /// Checks `candidate` against the served base model, reads its verdict rule and loads an
+    /// engine with it (without one for `None`).
+    fn prepare(
+        &self,
+        base_id: &str,
+        model_path: &Path,
+        candidate: Option<&Candidate>,
+    ) -> Result<(Engine, VerdictRule), Refusal> {
+        let refusal = |c: &Candidate, reason: &'static str, message: String| Refusal {
+            version: c.id.clone(),
+            reason,
+            message,
+        };
+        if let Some(c) = candidate {
+            c.check(base_id, model_path)
+                .map_err(|e| refusal(c, adapters::reason(&e), e.to_string()))?;
+        }
+        let path = candidate.map(|c| c.path.as_path());
+        let rule = self.verdict_rule(path).map_err(|e| match candidate {
+            Some(c) => refusal(c, "metadata", e.to_string()),
+            None => Refusal::base(e.to_string()),
+        })?;
+        let engine =
+            Engine::load(self.engine_config(model_path, path)).map_err(|e| match candidate {
+                Some(c) => refusal(c, "load", e.to_string()),
+                None => Refusal::base(e.to_string()),
+            })?;
+        Ok((engine, rule))
+    }
+
+    /// Counts and remembers a refused version, so it is not tried again until it changes.
+    fn refuse(&self, candidate: &Candidate, r: &Refusal) {
+        tracing::error!(
+            version = %r.version,
+            reason = r.reason,
+            error = %r.message,
+            "adapter refused"
+        );
+        self.metrics.adapter_refused(r.reason);
+        self.refused.insert(candidate, r);
+    }
+
+    /// Resolves, verifies and loads the configured model. Blocking. An adapter that is refused
+    /// (see [`crate::adapters`]) gives way to the next candidate, finally the base model, with
+    /// an error log and `cada_adapter_fallback` at 1: a bad promotion never stops start-up.
     pub fn load(&self) -> Result<(), GatewayError> {
         let c = &self.config;
         let registry = Registry::load(&c.registry)?;
@@ -208,17 +209,50 @@ impl AppState {
             registry.resolve_chat((!c.model.is_empty()).then_some(c.model.as_str()))?
         };
         resolved.verify(c.verify_sha256)?;
-        let wanted = self.wanted_adapter()?;
-        if let Some(w) = wanted.as_ref().filter(|w| w.sha256.is_some()) {
-            w.verify(c.verify_sha256)?;
+        let mut fallback = false;
+        let candidates = adapters::candidates(c).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "adapter registry unreadable; trying the release adapter");
+            self.metrics.adapter_refused("registry");
+            fallback = true;
+            adapters::release(c).ok().flatten().into_iter().collect()
+        });
+        let mut chosen = None;
+        for candidate in &candidates {
+            match self.prepare(&resolved.id, &resolved.path, Some(candidate)) {
+                Ok((engine, rule)) => {
+                    chosen = Some((Some(candidate.id.clone()), engine, rule));
+                    break;
+                }
+                Err(r) => {
+                    self.refuse(candidate, &r);
+                    fallback = true;
+                }
+            }
         }
-        let rule = self.verdict_rule(wanted.as_ref().map(|w| w.path.as_path()))?;
-        let engine = Engine::load(
-            self.engine_config(&resolved.path, wanted.as_ref().map(|w| w.path.as_path())),
-        )?;
-        let name = c.served_model_name.clone().unwrap_or(resolved.id);
+        let (adapter, engine, rule) = match chosen {
+            Some(chosen) => chosen,
+            None => {
+                let (engine, rule) = self
+                    .prepare(&resolved.id, &resolved.path, None)
+                    .map_err(|r| GatewayError::Internal(r.message))?;
+                (None, engine, rule)
+            }
+        };
+        if fallback {
+            tracing::error!(
+                serving = adapter.as_deref().unwrap_or("the base model"),
+                wanted = candidates
+                    .first()
+                    .map_or("the release adapter", |c| c.id.as_str()),
+                "serving a fallback: the adapter asked for was refused"
+            );
+        }
+        self.metrics.set_adapter_fallback(fallback);
+        let name = c
+            .served_model_name
+            .clone()
+            .unwrap_or_else(|| resolved.id.clone());
         let info = engine.info();
-        let adapter = wanted.map(|w| w.id);
         tracing::info!(
             model = %name,
             path = %resolved.path.display(),
@@ -235,6 +269,7 @@ impl AppState {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(Served {
             name,
+            base_id: resolved.id,
             engine,
             adapter,
             model_path: resolved.path,
@@ -244,33 +279,92 @@ impl AppState {
         Ok(())
     }
 
-    /// Serves the adapter the configuration asks for now, if it differs from the served one:
-    /// loads a new engine in the caller's thread (blocking), then switches between requests.
-    /// Requests already running finish on the old engine, which is freed after the last one.
-    pub fn reload_adapter(&self) -> Result<Reload, GatewayError> {
-        let _one = self
+    /// The reload lock (one switch at a time) and what is served now.
+    fn begin_switch(&self) -> Result<(std::sync::MutexGuard<'_, ()>, Arc<Served>), GatewayError> {
+        let one = self
             .reloading
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self
             .served()
             .ok_or_else(|| GatewayError::Internal("the model is not loaded yet".into()))?;
-        let wanted = self.wanted_adapter()?;
+        Ok((one, current))
+    }
+
+    /// Serves the adapter the configuration asks for now, if it differs from the served one:
+    /// loads a new engine in the caller's thread (blocking), then switches between requests.
+    /// Requests already running finish on the old engine, which is freed after the last one.
+    /// A refused version keeps the served one and is not tried again until its file changes.
+    pub fn reload_adapter(&self) -> Result<Reload, GatewayError> {
+        let (_one, current) = self.begin_switch()?;
+        let wanted = adapters::candidates(&self.config)
+            .map_err(GatewayError::Internal)?
+            .into_iter()
+            .next();
         if wanted.as_ref().map(|w| &w.id) == current.adapter.as_ref() {
+            self.metrics.set_adapter_fallback(false);
             return Ok(Reload {
                 adapter: current.adapter.clone(),
                 changed: false,
             });
         }
-        if let Some(w) = wanted.as_ref().filter(|w| w.sha256.is_some()) {
-            w.verify(self.config.verify_sha256)?;
+        if let Some(r) = wanted.as_ref().and_then(|w| self.refused.get(w)) {
+            return Err(r.into());
         }
-        let rule = self.verdict_rule(wanted.as_ref().map(|w| w.path.as_path()))?;
-        let engine = Engine::load(self.engine_config(
-            &current.model_path,
-            wanted.as_ref().map(|w| w.path.as_path()),
-        ))?;
-        let adapter = wanted.map(|w| w.id);
+        self.switch(&current, wanted.as_ref(), || Ok(()))
+    }
+
+    /// Serves registry `version` (`None`: the release adapter, or the base model without one)
+    /// and records it as promoted, in that order: the registry, which every replica follows,
+    /// names a version only once this gateway has loaded it.
+    pub fn serve_version(&self, version: Option<&str>) -> Result<Reload, GatewayError> {
+        let (_one, current) = self.begin_switch()?;
+        let registry = self.adapter_registry();
+        let candidate = match version {
+            Some(v) => {
+                let entry = registry
+                    .entry(v)
+                    .map_err(|e| GatewayError::Internal(e.to_string()))?
+                    .ok_or_else(|| GatewayError::Internal(format!("no adapter version '{v}'")))?;
+                Some(adapters::entry_candidate(&registry, &entry))
+            }
+            None => adapters::release(&self.config).map_err(GatewayError::Internal)?,
+        };
+        let record = || {
+            registry
+                .set_promoted(version)
+                .map_err(|e| GatewayError::Internal(e.to_string()))
+        };
+        if candidate.as_ref().map(|c| &c.id) == current.adapter.as_ref() {
+            record()?;
+            self.metrics.set_adapter_fallback(false);
+            return Ok(Reload {
+                adapter: current.adapter.clone(),
+                changed: false,
+            });
+        }
+        self.switch(&current, candidate.as_ref(), record)
+    }
+
+    /// Loads `wanted`, runs `commit` (which may still refuse the switch), then serves it.
+    fn switch(
+        &self,
+        current: &Served,
+        wanted: Option<&Candidate>,
+        commit: impl FnOnce() -> Result<(), GatewayError>,
+    ) -> Result<Reload, GatewayError> {
+        let base_id = current.base_id.as_str();
+        let (engine, rule) = match self.prepare(base_id, &current.model_path, wanted) {
+            Ok(loaded) => loaded,
+            Err(r) => {
+                if let Some(w) = wanted {
+                    self.refuse(w, &r);
+                }
+                return Err(r.into());
+            }
+        };
+        commit()?;
+        let adapter = wanted.map(|w| w.id.clone());
         tracing::info!(
             from = current.adapter.as_deref().unwrap_or("none"),
             to = adapter.as_deref().unwrap_or("none"),
@@ -282,11 +376,13 @@ impl AppState {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(Served {
             name: current.name.clone(),
+            base_id: current.base_id.clone(),
             engine,
             adapter: adapter.clone(),
             model_path: current.model_path.clone(),
             rule,
         }));
+        self.metrics.set_adapter_fallback(false);
         if let Some(cache) = &self.cache {
             cache.clear();
         }

@@ -1,7 +1,7 @@
 //! The release adapter shipped in the model registry (`[[adapter]]`) is what a gateway with the
 //! default `adapter = "promoted"` serves until a local run promotes one; a shipped file that
-//! does not match its pinned digest stops start-up. And `adaptive` over an adapter with a
-//! calibrated probe band serves, refuses or deliberates by the probe alone. Real model, real
+//! does not match its pinned digest is refused (the base model serves). And `adaptive` over an
+//! adapter with a calibrated probe band serves, refuses or deliberates by the probe alone. Real model, real
 //! adapters written by the trainer's exporter.
 
 use std::path::Path;
@@ -97,22 +97,26 @@ async fn the_release_adapter_is_served_until_a_local_one_is_promoted() {
     assert_eq!(adapter, "v1");
 }
 
+/// A shipped file that is not the pinned one is refused, loudly, and the base model serves: a
+/// bad file costs the adapter, never the gateway (bad adapters in general: `bad_adapters.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shipped_adapter_that_does_not_match_its_digest_stops_start_up() {
+async fn a_shipped_adapter_that_does_not_match_its_digest_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (registry, model) = registry_and_model(dir.path());
     write_adapter(&model, &AdapterMeta::default(), &dir.path().join("r1.gguf"));
     drop(model);
     ship(&registry, "release-r1", "r1.gguf", &"0".repeat(64));
-    let mut config = config(registry, dir.path().join("data"));
-    config.verify_sha256 = true;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let err = cada_gateway::run(listener, config, std::future::pending())
-        .await
-        .expect_err("start-up fails");
-    assert!(err.to_string().contains("sha256"), "{err}");
+    let server = start(config(registry, dir.path().join("data")));
+    let client = reqwest::Client::new();
+    wait_for(&client, &server.base, "none").await;
+    let (adapter, _, _) = chat(&client, &server.base, "off", "Name a colour.").await;
+    assert_eq!(adapter, "none");
+    let metrics = metrics(&client, &server.base).await;
+    assert!(
+        metrics.contains("cada_adapter_refused_total{reason=\"digest\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cada_adapter_fallback 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,18 +66,6 @@ async fn ask_cached(client: &reqwest::Client, base: &str) -> (String, String, St
     (adapter, format!("{content} | {}", probs.join(", ")), cache)
 }
 
-/// The `/metrics` page.
-async fn metrics(client: &reqwest::Client, base: &str) -> String {
-    client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 /// `cada_cache_entries` from `/metrics`.
 async fn cache_entries(client: &reqwest::Client, base: &str) -> u64 {
     metrics(client, base)

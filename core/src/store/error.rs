@@ -28,6 +28,8 @@ pub enum StoreError {
     Overloaded { capacity: usize },
     #[error("the store has shut down")]
     ShutDown,
+    #[error("the store did not answer within {secs} s; the request may still be applied")]
+    Timeout { secs: u64 },
 }
 
 impl StoreError {
@@ -36,6 +38,7 @@ impl StoreError {
         match self {
             Self::Io { .. } => "store_io_error",
             Self::Busy => "store_busy",
+            Self::Timeout { .. } => "store_timeout",
             Self::Database(_) => "store_database_error",
             Self::SchemaTooNew { .. } => "store_schema_too_new",
             Self::Corrupt(_) => "store_corrupt",

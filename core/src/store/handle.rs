@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +19,8 @@ use crate::policy::Label;
 
 /// Requests that may wait for the store thread; beyond it detached writes are dropped.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// How long an awaited store call may take, queueing included, by default.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Live counters of the store thread, for metrics.
 #[derive(Debug, Default)]
@@ -48,6 +51,7 @@ struct Inner {
     thread: Option<JoinHandle<()>>,
     stats: Arc<StoreStats>,
     capacity: usize,
+    call_timeout: Duration,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -137,6 +141,7 @@ impl StoreHandle {
                 thread: Some(thread),
                 stats,
                 capacity,
+                call_timeout: DEFAULT_CALL_TIMEOUT,
             }),
         })
     }
@@ -228,15 +233,31 @@ impl StoreHandle {
         }
     }
 
-    /// Queues a request (waiting for room) and awaits its reply.
+    /// Bounds every awaited call (waiting for room in the queue included): past it the caller
+    /// gets [`StoreError::Timeout`] instead of waiting on a store that may never answer (a
+    /// database gone silent). The request itself may still be applied later.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.call_timeout = timeout;
+        }
+        self
+    }
+
+    /// Queues a request (waiting for room) and awaits its reply, within the call timeout.
     async fn call<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
         let requests = self.inner.requests.as_ref().ok_or(StoreError::ShutDown)?;
         let (tx, rx) = oneshot::channel();
-        requests
-            .send(request(tx))
-            .await
-            .map_err(|_| StoreError::ShutDown)?;
-        rx.await.map_err(|_| StoreError::ShutDown)?
+        let within = self.inner.call_timeout;
+        let answered = tokio::time::timeout(within, async {
+            requests
+                .send(request(tx))
+                .await
+                .map_err(|_| StoreError::ShutDown)?;
+            rx.await.map_err(|_| StoreError::ShutDown)?
+        });
+        answered.await.map_err(|_| StoreError::Timeout {
+            secs: within.as_secs(),
+        })?
     }
 }
 

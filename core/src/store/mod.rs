@@ -25,7 +25,7 @@ pub use backend::CaseStore;
 pub use error::StoreError;
 pub use export::{export_jsonl, read_training_jsonl, ExportFilter, TrainingCase, TrainingSource};
 pub use feedback::{majority_label, FeedbackEntry, FeedbackLabel, FeedbackOutcome, NewFeedback};
-pub use handle::{StoreHandle, StoreStats, DEFAULT_QUEUE_CAPACITY};
+pub use handle::{StoreHandle, StoreStats, DEFAULT_CALL_TIMEOUT, DEFAULT_QUEUE_CAPACITY};
 pub use location::StoreLocation;
 pub use pg::PgStore;
 pub use record::{

@@ -21,6 +21,8 @@ pub struct AuthConfig {
     pub user: ScopeLimits,
     /// Limits of `admin` keys that set none of their own.
     pub admin: ScopeLimits,
+    /// `[auth.anonymous]`: callers without a key on open inference endpoints.
+    pub anonymous: AnonymousLimits,
 }
 
 /// One API key.
@@ -51,6 +53,22 @@ pub struct ScopeLimits {
     /// `[auth.user.safety]` / `[auth.admin.safety]`; the user table also applies to anonymous
     /// callers of open inference endpoints.
     pub safety: SafetyPolicyConfig,
+}
+
+/// The rate limit callers without a key share (they cannot be told apart): a default that keeps
+/// an open gateway from being flooded; 0 turns it off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnonymousLimits {
+    pub requests_per_minute: u32,
+}
+
+impl Default for AnonymousLimits {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 1200,
+        }
+    }
 }
 
 /// The layout of `keys_file`.

@@ -60,6 +60,8 @@ pub struct Keys {
     any_admin: bool,
     /// The policy of callers without a key (open inference endpoints).
     anonymous: SafetyPolicy,
+    /// The request budget those callers share (`[auth.anonymous]`).
+    pub anonymous_limiter: Limiter,
 }
 
 fn digest(key: &str) -> [u8; 32] {
@@ -131,6 +133,7 @@ impl Keys {
             any_user: any(Scope::User),
             any_admin: any(Scope::Admin),
             anonymous: SafetyPolicy::resolve(&none, &auth.user.safety, Scope::User, open),
+            anonymous_limiter: Limiter::new(auth.anonymous.requests_per_minute, 0),
             entries,
         })
     }

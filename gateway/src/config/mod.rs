@@ -147,6 +147,10 @@ pub struct Limits {
     /// Inference requests handled at once (streams until their last event); beyond it a fast
     /// 503 `overloaded`.
     pub max_in_flight: usize,
+    /// Client connections open at once (each holds a task and a socket, idle or slowly sending
+    /// its request); a connection past it is closed at once and counted in
+    /// `cada_connections_refused_total`.
+    pub max_connections: usize,
     /// Time a client has to send its request headers; also how long an idle keep-alive
     /// connection stays open waiting for the next request.
     pub header_timeout_secs: u64,
@@ -214,6 +218,7 @@ impl Default for Limits {
             max_moderation_inputs: 32,
             max_tokens: 0,
             max_in_flight: 256,
+            max_connections: 1024,
             header_timeout_secs: 30,
             body_timeout_secs: 30,
             shutdown_grace_secs: 30,

@@ -9,7 +9,8 @@ use prometheus::{
 };
 
 use super::labels::{
-    BORDERLINE_REASONS, CACHE_RESULTS, FEEDBACK_LABELS, MODES, RATE_LIMITS, TOKEN_KINDS, VERDICTS,
+    ADAPTER_REFUSALS, BORDERLINE_REASONS, CACHE_RESULTS, FEEDBACK_LABELS, MODES, RATE_LIMITS,
+    TOKEN_KINDS, VERDICTS,
 };
 use super::Metrics;
 
@@ -201,6 +202,25 @@ impl Metrics {
                 "The LoRA adapter version the engine applies (none without one); always 1, only the served one.",
                 "adapter",
             )?,
+            adapter_refused: counter(
+                &r,
+                "cada_adapter_refused_total",
+                "Adapter versions refused before or while loading, by reason (see the README's Adapters section); a refused version is not tried again until its file changes.",
+                &["reason"],
+            )?,
+            connections_refused: {
+                let c = IntCounter::new(
+                    "cada_connections_refused_total",
+                    "Client connections closed at accept because limits.max_connections were open.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            adapter_fallback: gauge(
+                &r,
+                "cada_adapter_fallback",
+                "1 while the gateway serves an older version, the release adapter or the base model because the adapter it was asked to serve was refused; 0 otherwise.",
+            )?,
             policy_info: info(
                 &r,
                 "cada_policy_info",
@@ -239,6 +259,9 @@ impl Metrics {
         for reason in BORDERLINE_REASONS {
             m.borderline.with_label_values(&[reason]);
         }
+        for reason in ADAPTER_REFUSALS {
+            m.adapter_refused.with_label_values(&[reason]);
+        }
         for label in FEEDBACK_LABELS {
             m.feedback.with_label_values(&[label.as_str()]);
         }
@@ -263,7 +286,7 @@ mod tests {
     use crate::safety::{Decision, Mode};
     use crate::server::text_response;
 
-    const NAMES: [&str; 24] = [
+    const NAMES: [&str; 27] = [
         "cada_requests_total",
         "cada_request_duration_seconds",
         "cada_requests_in_flight",
@@ -286,6 +309,9 @@ mod tests {
         "cada_case_store_errors_total",
         "cada_model_info",
         "cada_adapter_info",
+        "cada_adapter_refused_total",
+        "cada_adapter_fallback",
+        "cada_connections_refused_total",
         "cada_policy_info",
         "cada_gateway_overhead_seconds",
     ];

@@ -85,6 +85,21 @@ pub(super) const BORDERLINE_REASONS: [&str; 5] = [
     "verdict_answer_mismatch",
     "other",
 ];
+/// Why an adapter version was refused: the adapter check's reasons
+/// ([`crate::adapters::reason`]), `metadata` (its verdict rule), `load` (llama.cpp refused it)
+/// and `registry` (the adapter registry could not be read).
+pub(super) const ADAPTER_REFUSALS: [&str; 10] = [
+    "unreadable",
+    "digest",
+    "base_model",
+    "header",
+    "not_lora",
+    "architecture",
+    "shapes",
+    "metadata",
+    "load",
+    "registry",
+];
 pub(super) const FEEDBACK_LABELS: [FeedbackLabel; 3] = [
     FeedbackLabel::OverRefusal,
     FeedbackLabel::Harmful,

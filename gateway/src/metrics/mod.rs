@@ -71,6 +71,9 @@ pub struct Metrics {
     store_errors: IntCounter,
     model_info: IntGaugeVec,
     adapter_info: IntGaugeVec,
+    adapter_refused: IntCounterVec,
+    connections_refused: IntCounter,
+    adapter_fallback: IntGauge,
     policy_info: IntGaugeVec,
     overhead: Histogram,
     /// One scrape at a time, so the info gauges are never seen half reset.
@@ -108,6 +111,21 @@ impl Metrics {
         self.engine_failures
             .with_label_values(&[kind.as_str()])
             .inc();
+    }
+
+    /// An adapter version refused, by a reason of `labels::ADAPTER_REFUSALS`.
+    pub fn adapter_refused(&self, reason: &str) {
+        self.adapter_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Whether what is served is a fallback for a refused adapter.
+    pub fn set_adapter_fallback(&self, fallback: bool) {
+        self.adapter_fallback.set(i64::from(fallback));
+    }
+
+    /// A connection closed at accept because `limits.max_connections` were open.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// A stored feedback.

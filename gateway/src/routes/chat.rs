@@ -1,7 +1,7 @@
 //! `POST /v1/chat/completions`: parses the request, picks its safety mode and serves it, from
 //! the response cache when the same deterministic request was answered before.
 
-use hyper::Request;
+use hyper::http::request::Parts;
 
 use super::{admit_tokens, look_up, replay_hit, Caller};
 use crate::error::ApiError;
@@ -9,18 +9,21 @@ use crate::generate::{self, Finisher, Reply};
 use crate::openai::chat::ChatRequest;
 use crate::openai::response::{Envelope, Shape};
 use crate::safety::deliberate::{self, ChatJob};
-use crate::server::{read_json, Incoming, RequestId, Response};
+use crate::server::{RequestId, Response};
 use crate::state::AppState;
 
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response, ApiError> {
+pub async fn handle(
+    state: &AppState,
+    req: Parts,
+    body: serde_json::Value,
+) -> Result<Response, ApiError> {
     let request_id = req
-        .extensions()
+        .extensions
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let caller = req.extensions().get::<Caller>().cloned();
+    let caller = req.extensions.get::<Caller>().cloned();
     let limits = &state.config.limits;
-    let body = read_json(req, limits).await?;
     let request = ChatRequest::parse(&body, state.config.max_tokens_cap(), limits.max_messages)?;
     let served = state.engine_for(&request.common.model)?;
     let engine = &served.engine;

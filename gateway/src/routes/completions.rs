@@ -5,7 +5,7 @@
 //! Served from the response cache when the same deterministic request was answered before.
 
 use cada_core::{ChatMessage, ChatRole};
-use hyper::Request;
+use hyper::http::request::Parts;
 
 use super::{admit_tokens, look_up, replay_hit, safety_for, Caller};
 use crate::error::ApiError;
@@ -13,21 +13,24 @@ use crate::generate::{self, Finisher, Reply};
 use crate::openai::completion::CompletionRequest;
 use crate::openai::response::{Envelope, Shape};
 use crate::safety::deliberate::{self, ChatJob};
-use crate::server::{read_json, Incoming, RequestId, Response};
+use crate::server::{RequestId, Response};
 use crate::state::AppState;
 
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response, ApiError> {
+pub async fn handle(
+    state: &AppState,
+    req: Parts,
+    body: serde_json::Value,
+) -> Result<Response, ApiError> {
     let request_id = req
-        .extensions()
+        .extensions
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let caller = req.extensions().get::<Caller>().cloned();
+    let caller = req.extensions.get::<Caller>().cloned();
     state
         .keys
         .safety_policy(caller.as_ref().map(|c| &*c.principal))
         .check_completions()?;
-    let body = read_json(req, &state.config.limits).await?;
     let request = CompletionRequest::parse(&body, state.config.max_tokens_cap())?;
     let served = state.engine_for(&request.common.model)?;
     let engine = &served.engine;

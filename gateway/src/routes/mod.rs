@@ -12,6 +12,7 @@ pub mod moderations;
 use std::sync::{Arc, Mutex};
 
 use hyper::header::HeaderValue;
+use hyper::http::request::Parts;
 use hyper::{Method, Request};
 
 use crate::auth::{Access, Principal, RateHeaders};
@@ -127,11 +128,13 @@ pub fn replay_hit(
 /// Authenticates, admits the request against the key's request budget, dispatches it, and
 /// stamps the key's rate-limit state on the response, errors included.
 pub async fn route(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<Response, ApiError> {
-    let principal = state
-        .keys
-        .authenticate(req.headers(), access_for(req.uri().path()))?;
+    let access = access_for(req.uri().path());
+    let principal = state.keys.authenticate(req.headers(), access)?;
     let Some(principal) = principal else {
-        return dispatch(state, req).await;
+        if access == Access::Open {
+            return dispatch(state, req).await;
+        }
+        return anonymous(state, req).await;
     };
     let rate = RateNote::default();
     let mut admitted = Ok(());
@@ -166,14 +169,51 @@ pub async fn route(state: Arc<AppState>, mut req: Request<Incoming>) -> Result<R
     }
 }
 
+/// A call without a key to an open user endpoint: within the request budget every anonymous
+/// caller shares (`[auth.anonymous]`), stamped on the response like a key's.
+async fn anonymous(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response, ApiError> {
+    let limiter = &state.keys.anonymous_limiter;
+    if limiter.is_unlimited() {
+        return dispatch(state, req).await;
+    }
+    let mut headers = RateHeaders::default();
+    if let Err(mut e) = limiter.admit_request(&mut headers) {
+        tracing::info!("anonymous request rate limit reached");
+        state.metrics.rate_limited(e.kind);
+        e.headers.extend(headers.pairs());
+        return Err(e);
+    }
+    let mut resp = dispatch(state, req).await;
+    let pairs = headers.pairs();
+    match &mut resp {
+        Ok(r) => {
+            for (name, value) in pairs {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    r.headers_mut().insert(name, v);
+                }
+            }
+        }
+        Err(e) => e.headers.extend(pairs),
+    }
+    resp
+}
+
 /// Runs an inference handler within global admission control: refused at once when the gateway
-/// is full, else holding its place until the response body ends.
-async fn admitted(
-    state: &AppState,
-    handler: impl std::future::Future<Output = Result<Response, ApiError>>,
-) -> Result<Response, ApiError> {
+/// is full, else holding its place until the response body ends. The body is read first
+/// (within `limits.body_timeout_secs`): a client trickling its body holds its connection, which
+/// `limits.max_connections` bounds, never one of the places the engine's callers need.
+async fn admitted<'a, Fut>(
+    state: &'a AppState,
+    req: Request<Incoming>,
+    handler: impl FnOnce(&'a AppState, Parts, serde_json::Value) -> Fut,
+) -> Result<Response, ApiError>
+where
+    Fut: std::future::Future<Output = Result<Response, ApiError>> + 'a,
+{
+    let (parts, body) = req.into_parts();
+    let body = crate::server::read_body(&parts.headers, body, &state.config.limits).await?;
     let permit = state.admission.admit()?;
-    let resp = handler.await?;
+    let resp = handler(state, parts, body).await?;
     Ok(crate::body_guard::hold(resp, permit))
 }
 
@@ -203,13 +243,9 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respon
         (Method::GET, p) if p.starts_with("/v1/models/") => {
             models::get(&state, &p["/v1/models/".len()..])
         }
-        (Method::POST, "/v1/chat/completions") => admitted(&state, chat::handle(&state, req)).await,
-        (Method::POST, "/v1/completions") => {
-            admitted(&state, completions::handle(&state, req)).await
-        }
-        (Method::POST, "/v1/moderations") => {
-            admitted(&state, moderations::handle(&state, req)).await
-        }
+        (Method::POST, "/v1/chat/completions") => admitted(&state, req, chat::handle).await,
+        (Method::POST, "/v1/completions") => admitted(&state, req, completions::handle).await,
+        (Method::POST, "/v1/moderations") => admitted(&state, req, moderations::handle).await,
         (Method::POST, "/v1/feedback") => feedback::handle(&state, req).await,
         (_, p) if p == "/admin/cases" || p.starts_with("/admin/cases/") => {
             admin::route(&state, req).await

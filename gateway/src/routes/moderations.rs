@@ -5,18 +5,21 @@
 //! OpenAI's moderation models (which mean the served model here).
 
 use futures_util::future::try_join_all;
-use hyper::Request;
+use hyper::http::request::Parts;
 use serde_json::{json, Value};
 
 use super::{admit_tokens, Caller};
 use crate::error::ApiError;
 use crate::safety::moderate::{self, Assessment};
-use crate::server::{json_response, read_json, Incoming, Response};
+use crate::server::{json_response, Response};
 use crate::state::AppState;
 
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response, ApiError> {
-    let caller = req.extensions().get::<Caller>().cloned();
-    let body = read_json(req, &state.config.limits).await?;
+pub async fn handle(
+    state: &AppState,
+    req: Parts,
+    body: serde_json::Value,
+) -> Result<Response, ApiError> {
+    let caller = req.extensions.get::<Caller>().cloned();
     let inputs = parse_inputs(&body, state.config.limits.max_moderation_inputs)?;
     let served = state.served().ok_or_else(ApiError::not_ready)?;
     let model = match body.get("model") {

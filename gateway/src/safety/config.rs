@@ -100,6 +100,9 @@ pub struct StoreSection {
     pub cases: StoreConfig,
     /// What is redacted from stored requests and answers.
     pub redact: RedactionConfig,
+    /// Longest a request waits on the store (feedback, admin reads and labels), queueing
+    /// included; past it 503 `store_timeout`, so a database gone silent never hangs callers.
+    pub call_timeout_secs: u64,
 }
 
 impl Default for StoreSection {
@@ -109,6 +112,7 @@ impl Default for StoreSection {
             url: None,
             cases: StoreConfig::default(),
             redact: RedactionConfig::default(),
+            call_timeout_secs: cada_core::store::DEFAULT_CALL_TIMEOUT.as_secs(),
         }
     }
 }

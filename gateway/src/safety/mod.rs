@@ -99,7 +99,10 @@ impl Safety {
             .map_err(|e| GatewayError::Safety(format!("case store: {e}")))?;
         let shown = location.to_string();
         let handle = StoreHandle::open(location, store.cases.clone(), DEFAULT_QUEUE_CAPACITY)
-            .map_err(|e| GatewayError::Safety(format!("case store: {e}")))?;
+            .map_err(|e| GatewayError::Safety(format!("case store: {e}")))?
+            .with_call_timeout(std::time::Duration::from_secs(
+                store.call_timeout_secs.max(1),
+            ));
         let redactor = Redactor::new(store.redact.clone())
             .map_err(|e| GatewayError::Safety(format!("redaction: {e}")))?;
         tracing::info!(

@@ -1,9 +1,10 @@
 //! Checkpoints of a run: after every warm-start epoch, every own-reasoning round and once GRPO
 //! and DPO are done, the LoRA values, the AdamW moments and where the run stands, so
 //! `cada-trainer run --resume <run dir>` continues a stopped, crashed or paused run instead of
-//! starting over. The tensors are written
-//! first, under a new name, and `checkpoint.json` (which names them) is renamed into place
-//! after: a crash at any point leaves the previous checkpoint whole.
+//! starting over. The tensors are written and synced first, under a new name, and
+//! `checkpoint.json` (which names them) is synced and renamed into place after, the directory
+//! synced, and only then the previous tensors removed: a crash or power loss at any point
+//! leaves a whole checkpoint.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -75,16 +76,23 @@ impl Checkpoint {
             if self.trained { "-trained" } else { "" },
             self.updates
         );
-        optim::save_tensors(&tensors, &run_dir.join(&self.tensors))
+        let tensors_path = run_dir.join(&self.tensors);
+        optim::save_tensors(&tensors, &tensors_path)
             .map_err(|e| TrainError::new("checkpoint", e))?;
         let io = TrainError::io("checkpoint");
+        // Durable in this order: the tensors, then the state naming them, then the directory
+        // entry of its rename; only then is the previous checkpoint's tensors file removed, so a
+        // power loss at any point leaves one whole checkpoint.
+        cada_core::durable::sync_file(&tensors_path).map_err(&io)?;
         let tmp = tempfile::NamedTempFile::new_in(run_dir).map_err(&io)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| TrainError::new("checkpoint", e))?;
         std::fs::write(tmp.path(), json).map_err(&io)?;
+        tmp.as_file().sync_all().map_err(&io)?;
         tmp.persist(run_dir.join(STATE))
             .map_err(|e| TrainError::new("checkpoint", e.error))?;
+        cada_core::durable::sync_dir(run_dir).map_err(&io)?;
         if !previous.is_empty() && previous != self.tensors {
-            // The new checkpoint is in place; a leftover file would only take space.
+            // The new checkpoint is durable; a leftover file would only take space.
             let _ = std::fs::remove_file(run_dir.join(previous));
         }
         Ok(())

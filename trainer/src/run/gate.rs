@@ -65,6 +65,8 @@ pub fn evaluate_modes(run: &GateRun, modes: &[SafetyMode]) -> Result<Vec<Report>
     config.store.data_dir = run.data_dir.clone();
     config.engine.threads = run.threads;
     config.engine.parallel = usize::from(run.concurrency.max(1));
+    // The gate's own loopback gateway: its evaluation is the only caller, never throttled.
+    config.auth.anonymous.requests_per_minute = 0;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(cada_gateway::run(listener, config, async {
         let _ = stopped.await;

@@ -131,3 +131,15 @@ pub fn entry(version: &str) -> AdapterEntry {
         created: 0,
     }
 }
+
+/// The `/metrics` page.
+pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}

@@ -21,6 +21,8 @@ mod ops;
 mod rows;
 pub(in crate::store) mod schema;
 #[cfg(test)]
+mod silent_server;
+#[cfg(test)]
 mod tests;
 
 /// Advisory lock keys ("cada" in ASCII, then a number): migrations, and case logging.
@@ -70,6 +72,16 @@ impl PgStore {
         }
         if pg.get_application_name().is_none() {
             pg.application_name("cada");
+        }
+        // A server that vanishes without closing the connection (host down, network cut)
+        // would leave the store thread blocked on a read for good: keepalives and a TCP user
+        // timeout turn that into an error, then a reconnect, within about a minute.
+        if pg.get_tcp_user_timeout().is_none() {
+            pg.tcp_user_timeout(Duration::from_secs(30));
+        }
+        pg.keepalives(true);
+        if pg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            pg.keepalives_idle(Duration::from_secs(30));
         }
         let client = connect(&pg, &config, shown)?;
         let mut store = Self {

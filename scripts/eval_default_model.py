@@ -40,8 +40,9 @@ def start(adapter: str, data: pathlib.Path) -> tuple[subprocess.Popen, str]:
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # The response cache off: the dev set's benign requests are asked twice (under load, then
         # one at a time), and the evaluation measures the model, not the cache.
+        # No anonymous rate limit: the evaluation is the only caller of its loopback gateway.
         env={"CADA_LOG": "warn,cada_gateway=info", "NO_COLOR": "1", "PATH": "/usr/bin:/bin",
-             "CADA__CACHE__ENABLED": "false"},
+             "CADA__CACHE__ENABLED": "false", "CADA__AUTH__ANONYMOUS__REQUESTS_PER_MINUTE": "0"},
     )
     assert proc.stdout is not None
     for line in proc.stdout:

@@ -1,19 +1,24 @@
 //! No input may panic the gateway: a few thousand generated malformed and adversarial requests
 //! (wrong types, huge numbers, deep nesting, invalid UTF-8, truncated JSON, empty or unknown
 //! roles, control tokens in text, oversized bodies, odd methods and paths) against a real
-//! gateway. Every answer must be a well-formed OpenAI error or a success, and the server must
-//! stay healthy and keep answering normal requests.
+//! gateway, on inference, feedback and (with the admin key) the admin endpoints; once serving
+//! plainly and once in the default safety mode, where every valid request deliberates. Every
+//! answer must be a well-formed OpenAI error or a success, and the server must stay healthy and
+//! keep answering normal requests.
 
 mod common;
 
 use std::time::Duration;
 
+use cada_gateway::config::{Mode, Secret};
 use common::rng::Rng;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-/// Requests generated (besides the fixed ones).
+/// Requests generated (besides the fixed ones) serving plainly, and deliberating.
 const GENERATED: usize = 3000;
+const GENERATED_DELIBERATING: usize = 100;
+const ADMIN_KEY: &str = "hostile-admin-key";
 
 /// Values of every JSON type, including extreme and adversarial ones.
 fn odd_value(rng: &mut Rng) -> Value {
@@ -73,10 +78,19 @@ fn generate(rng: &mut Rng) -> (&'static str, Vec<u8>) {
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/feedback",
+        "/admin/cases/case_x/label",
+        "/admin/adapter/rollback",
+        "/admin/adapter/reload",
     ]);
     let mut body = valid_chat();
-    if path == "/v1/completions" {
-        body = json!({"model": common::MODEL, "prompt": "Hi", "max_tokens": 2});
+    match path {
+        "/v1/completions" => {
+            body = json!({"model": common::MODEL, "prompt": "Hi", "max_tokens": 2});
+        }
+        "/v1/feedback" => body = json!({"response_id": "chatcmpl-x", "label": "over_refusal"}),
+        p if p.starts_with("/admin/cases") => body = json!({"label": "allow", "note": "Hi"}),
+        p if p.starts_with("/admin/") => body = json!({"version": "Hi"}),
+        _ => {}
     }
     for _ in 0..=rng.below(3) {
         match rng.below(9) {
@@ -154,8 +168,8 @@ async fn check(resp: reqwest::Response, what: &str) -> u16 {
         .await
         .unwrap_or_else(|e| panic!("{what}: body: {e}"));
     assert!(
-        // 403: `/admin/` on this server, which has no admin key.
-        matches!(status, 200 | 400 | 403 | 404 | 405 | 413 | 429 | 503),
+        // 401: `/admin/` without the key; 403: a `safety_mode` the caller may not choose.
+        matches!(status, 200 | 400 | 401 | 403 | 404 | 405 | 413 | 429 | 503),
         "{what}: unexpected status {status}: {text}"
     );
     if streamed {
@@ -167,7 +181,10 @@ async fn check(resp: reqwest::Response, what: &str) -> u16 {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
     if status == 200 {
         assert!(
-            body["object"].is_string() || body["id"].is_string() || body["status"].is_string(),
+            body["object"].is_string()
+                || body["id"].is_string()
+                || body["status"].is_string()
+                || body["changed"].is_boolean(),
             "{what}: {body}"
         );
     } else {
@@ -181,11 +198,45 @@ async fn hostile_requests_get_clean_answers_and_the_server_survives() {
     let server = common::start(|c| {
         c.engine.ctx_per_slot = 256;
         c.limits.max_messages = 64;
+        c.admin_key = Some(Secret(ADMIN_KEY.into()));
+        c.auth.user.safety.allowed_modes =
+            Some(vec![Mode::Off, Mode::Cases, Mode::Trained, Mode::Adaptive]);
     });
-    let url = server.url.clone();
+    storm(&server.url, GENERATED, 0x5EED_CADA_2026_1128).await;
+}
+
+/// The default mode (`adaptive` over the release adapter): valid requests deliberate, are
+/// logged as cases and meet the probe, with the same hostile inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_in_the_default_safety_mode() {
+    let server = common::start(|c| {
+        c.engine.ctx_per_slot = 512;
+        c.limits.max_messages = 64;
+        c.admin_key = Some(Secret(ADMIN_KEY.into()));
+        c.safety.mode = cada_gateway::config::SafetyConfig::default().mode;
+        c.adapter = cada_gateway::config::AdapterChoice::File(release_adapter());
+    });
+    storm(&server.url, GENERATED_DELIBERATING, 0xDE11_BE2A_7E00_0001).await;
+}
+
+/// The release adapter the default configuration serves.
+fn release_adapter() -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let registry = cada_core::Registry::load(&root.join("models/registry.toml")).expect("registry");
+    registry
+        .release_adapter(common::MODEL)
+        .expect("a release adapter")
+        .1
+        .path
+}
+
+/// Sends `n` generated requests (8 at a time) and the fixed hostile ones, checking each answer,
+/// then checks the server still serves.
+async fn storm(url: &str, n: usize, seed: u64) {
+    let url = url.to_owned();
     let client = common::client();
-    let mut rng = Rng(0x5EED_CADA_2026_1128);
-    let requests: Vec<(&str, Vec<u8>)> = (0..GENERATED).map(|_| generate(&mut rng)).collect();
+    let mut rng = Rng(seed);
+    let requests: Vec<(&str, Vec<u8>)> = (0..n).map(|_| generate(&mut rng)).collect();
     let statuses: Vec<u16> = futures_util::stream::iter(requests.into_iter().enumerate())
         .map(|(i, (path, bytes))| {
             let (client, url) = (client.clone(), url.clone());
@@ -195,6 +246,7 @@ async fn hostile_requests_get_clean_answers_and_the_server_survives() {
                     client
                         .post(format!("{url}{path}"))
                         .header("content-type", "application/json")
+                        .bearer_auth(ADMIN_KEY)
                         .body(bytes.clone())
                         .send()
                 };
@@ -214,7 +266,7 @@ async fn hostile_requests_get_clean_answers_and_the_server_survives() {
         .await;
     let errors = statuses.iter().filter(|&&s| s >= 400).count();
     assert!(
-        errors > GENERATED / 2,
+        errors > n / 2,
         "most generated requests are invalid ({errors})"
     );
     assert!(statuses.contains(&200), "some generated requests are valid");

@@ -34,6 +34,9 @@ pub struct Finisher {
     /// Adapter the engine applied, recorded with the response.
     pub adapter: Option<String>,
     pub messages: Vec<ChatMessage>,
+    /// Name of the key that asked (`None`: anonymous), stored so its own feedback on the
+    /// answer counts as evidence, never as a vote.
+    pub caller: Option<String>,
     /// Log the exchange's text (`log_prompts`); otherwise no user or model text is logged.
     pub log_text: bool,
 }
@@ -87,6 +90,7 @@ impl Finisher {
             verdict_probability: decision.probability,
             precedents: decision.precedents.clone(),
             embedding: decision.embedding.clone(),
+            caller: self.caller.clone(),
         };
         if self.log_text {
             tracing::info!(

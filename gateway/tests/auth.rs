@@ -17,6 +17,7 @@ fn key(name: &str, secret: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfi
     KeyConfig {
         requests_per_minute: rpm,
         tokens_per_minute: tpm,
+        feedback_per_minute: None,
         ..common::user_key(name, secret)
     }
 }

@@ -35,7 +35,8 @@ def _get(url: str, key: str) -> dict:
 
 def test_acknowledged_feedback_survives_kill_9(tmp_path):
     data = tmp_path / "data"
-    env = {"CADA_ADMIN_KEY": ADMIN}
+    # Without the anonymous feedback budget, so writes are still arriving when the kill lands.
+    env = {"CADA_ADMIN_KEY": ADMIN, "CADA__AUTH__ANONYMOUS__FEEDBACK_PER_MINUTE": "0"}
     gw = Gateway("--data-dir", str(data), "--safety-mode", "off", env=env)
     acknowledged: dict[str, str] = {}  # feedback id -> case id
     try:

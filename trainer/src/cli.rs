@@ -101,11 +101,21 @@ pub struct RunArgs {
         conflicts_with = "resume"
     )]
     pub store: Option<String>,
-    /// Also train on pending cases whose users' feedback implies a label by majority, though
-    /// no reviewer saw them. Off by default: any key can send feedback on its own responses, so
-    /// an unreviewed `over_refusal` would turn a refused request into an `allow` case.
+    /// Also train on pending cases whose users' feedback agrees on a label, though no reviewer
+    /// saw them: at least `--feedback-quorum` distinct keys, none of them the key that made the
+    /// request, and more than half of the keys that judged it. Off by default: feedback is
+    /// evidence for review.
     #[arg(long)]
     pub include_feedback: bool,
+    /// Independent keys that must agree before `--include-feedback` trains on a case.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = cada_core::store::DEFAULT_FEEDBACK_QUORUM,
+        value_parser = clap::value_parser!(u32).range(1..),
+        requires = "include_feedback"
+    )]
+    pub feedback_quorum: u32,
     /// Evaluate and report, but do not promote.
     #[arg(long)]
     pub no_promote: bool,
@@ -120,6 +130,13 @@ pub struct RunArgs {
     /// Stop, checkpointed, once this many warm-start epochs are done (train in slices).
     #[arg(long, value_name = "N")]
     pub pause_after_epochs: Option<usize>,
+}
+
+impl RunArgs {
+    /// The quorum that makes feedback training data, when `--include-feedback` asks for it.
+    pub fn feedback(&self) -> Option<u32> {
+        self.include_feedback.then_some(self.feedback_quorum)
+    }
 }
 
 /// Arguments of `cada-trainer schedule`.

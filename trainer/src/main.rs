@@ -65,7 +65,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let mut config = train_config(args)?;
             if let Some(store) = &args.store {
                 let location = StoreLocation::parse(store)?;
-                let cases = schedule::export_from_store(&location, None, args.include_feedback)
+                let cases = schedule::export_from_store(&location, None, args.feedback())
                     .map_err(anyhow::Error::msg)?;
                 let started = cada_core::adapters::now() as i64;
                 std::fs::create_dir_all(&config.runs_dir)
@@ -150,17 +150,17 @@ fn schedule(cli: &Cli, args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
         },
         (None, None) => anyhow::bail!("schedule needs --gateway URL or --store URL"),
     };
-    let feedback = args.run.include_feedback;
-    eprintln!(
-        "{}",
-        if feedback {
-            "counting reviewed cases and cases whose feedback agrees (--include-feedback: \
-             unreviewed feedback becomes training data)"
-        } else {
+    let feedback = args.run.feedback();
+    match feedback {
+        Some(q) => eprintln!(
+            "counting reviewed cases and cases a quorum of {q} independent keys' feedback \
+             agrees on (--include-feedback: unreviewed feedback becomes training data)"
+        ),
+        None => eprintln!(
             "counting reviewed cases only (feedback is evidence for review; --include-feedback \
-             also counts cases whose feedback agrees)"
-        }
-    );
+             also counts cases independent keys' feedback agrees on)"
+        ),
+    }
     let state_path = config.runs_dir.join("schedule.json");
     let lock_path = config.runs_dir.join("trainer.lock");
     let rt = tokio::runtime::Builder::new_current_thread()

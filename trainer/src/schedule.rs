@@ -6,7 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cada_core::store::{export_jsonl, CaseStore, ExportFilter, StoreConfig, StoreLocation};
+use cada_core::store::{
+    export_jsonl, CaseStore, ExportFilter, StoreConfig, StoreLocation, DEFAULT_FEEDBACK_QUORUM,
+};
 use serde::{Deserialize, Serialize};
 
 /// A lock another host (another container or pod on a shared volume) wrote is taken over only
@@ -174,22 +176,23 @@ pub enum CaseSource {
 }
 
 impl CaseSource {
-    /// Reviewed cases (with `include_feedback`, also those whose feedback agrees) labelled
-    /// since `since`, or all, as JSONL. Blocking; the gateway source runs its request on `rt`.
+    /// Reviewed cases (with a `feedback_quorum`, also those that many independent keys' feedback
+    /// agrees on) labelled since `since`, or all, as JSONL. Blocking; the gateway source runs
+    /// its request on `rt`.
     pub fn fetch(
         &self,
         rt: &tokio::runtime::Runtime,
         since: Option<i64>,
-        include_feedback: bool,
+        feedback_quorum: Option<u32>,
     ) -> Result<String, String> {
         match self {
             Self::Gateway { url, admin_key } => rt.block_on(fetch_cases(
                 url,
                 admin_key.as_deref(),
                 since,
-                include_feedback,
+                feedback_quorum,
             )),
-            Self::Store(location) => export_from_store(location, since, include_feedback),
+            Self::Store(location) => export_from_store(location, since, feedback_quorum),
         }
     }
 }
@@ -198,12 +201,13 @@ impl CaseSource {
 pub fn export_from_store(
     location: &StoreLocation,
     since: Option<i64>,
-    include_feedback: bool,
+    feedback_quorum: Option<u32>,
 ) -> Result<String, String> {
     let mut store = CaseStore::open(location.clone(), StoreConfig::default())
         .map_err(|e| format!("opening the case store {location}: {e}"))?;
     let filter = ExportFilter {
-        include_feedback,
+        include_feedback: feedback_quorum.is_some(),
+        feedback_quorum: feedback_quorum.unwrap_or(DEFAULT_FEEDBACK_QUORUM),
         since,
     };
     let cases = store
@@ -218,12 +222,16 @@ pub async fn fetch_cases(
     base_url: &str,
     admin_key: Option<&str>,
     since: Option<i64>,
-    include_feedback: bool,
+    feedback_quorum: Option<u32>,
 ) -> Result<String, String> {
     let mut url = format!(
-        "{}/admin/cases/export?include_feedback={include_feedback}",
-        base_url.trim_end_matches('/')
+        "{}/admin/cases/export?include_feedback={}",
+        base_url.trim_end_matches('/'),
+        feedback_quorum.is_some()
     );
+    if let Some(q) = feedback_quorum {
+        url.push_str(&format!("&feedback_quorum={q}"));
+    }
     if let Some(s) = since {
         url.push_str(&format!("&since={s}"));
     }

@@ -198,7 +198,8 @@ fn a_scheduled_check_reads_the_case_store() {
 }
 
 /// One key's `over_refusal` on its own refused request is evidence, not a label: the scheduler
-/// counts reviewed cases only, unless `--include-feedback` asks for the feedback too.
+/// counts reviewed cases only; `--include-feedback` adds cases that a quorum of other keys
+/// (`--feedback-quorum`, 2 by default) agree on, and the requester's own report never votes.
 #[test]
 fn a_single_feedback_does_not_become_training_data() {
     use cada_core::store::testing::{case, unit};
@@ -211,13 +212,19 @@ fn a_single_feedback_does_not_become_training_data() {
     store
         .log_case(case("chatcmpl-refused", unit(3), &["x"]))
         .expect("log");
-    store
-        .feedback(NewFeedback {
-            response_id: "chatcmpl-refused".into(),
-            label: FeedbackLabel::OverRefusal,
-            comment: None,
-        })
-        .expect("feedback");
+    let report = |store: &mut CaseStore, key: &str| {
+        store
+            .feedback(NewFeedback {
+                response_id: "chatcmpl-refused".into(),
+                label: FeedbackLabel::OverRefusal,
+                comment: None,
+                caller: Some(key.into()),
+            })
+            .expect("feedback");
+    };
+    // The testing record's request was made by the key named `requester`.
+    report(&mut store, "requester");
+    report(&mut store, "requester");
     drop(store);
     let config = config_in(dir.path());
     let check = |extra: &[&str]| {
@@ -239,10 +246,24 @@ fn a_single_feedback_does_not_become_training_data() {
             && reviewed_only.contains("0 newly labelled cases, 5 needed"),
         "{reviewed_only}"
     );
-    let with_feedback = check(&["--include-feedback"]);
+    let own_only = check(&["--include-feedback", "--feedback-quorum", "1"]);
     assert!(
-        with_feedback.contains("1 newly labelled cases, 5 needed"),
-        "{with_feedback}"
+        own_only.contains("0 newly labelled cases, 5 needed"),
+        "{own_only}"
+    );
+    let mut store = CaseStore::open(&db, StoreConfig::default()).expect("store");
+    report(&mut store, "alice");
+    drop(store);
+    let default_quorum = check(&["--include-feedback"]);
+    assert!(
+        default_quorum.contains("quorum of 2")
+            && default_quorum.contains("0 newly labelled cases, 5 needed"),
+        "{default_quorum}"
+    );
+    let one_other = check(&["--include-feedback", "--feedback-quorum", "1"]);
+    assert!(
+        one_other.contains("1 newly labelled cases, 5 needed"),
+        "{one_other}"
     );
 }
 

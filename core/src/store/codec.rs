@@ -3,9 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{
-    majority_label, FeedbackEntry, PrecedentRef, StoreError, TrainingCase, TrainingSource,
-};
+use super::{agreed_label, FeedbackEntry, PrecedentRef, StoreError, TrainingCase, TrainingSource};
 use crate::policy::Label;
 
 pub(super) type Result<T> = std::result::Result<T, StoreError>;
@@ -29,6 +27,12 @@ pub(in crate::store) fn now() -> i64 {
 
 pub(super) fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Whether feedback from `sender` judges a response `requester` asked for: the same named key.
+/// Anonymous feedback is never the requester's (it never votes anyway).
+pub(super) fn from_requester(sender: Option<&str>, requester: Option<&str>) -> bool {
+    sender.is_some() && sender == requester
 }
 
 /// A NaN similarity would be stored as JSON `null` and make the row unreadable.
@@ -111,11 +115,15 @@ impl ExportRow {
         self.into_case(label, TrainingSource::Review)
     }
 
-    /// A pending case, trained on only when its feedback settles a label
-    /// ([`majority_label`] with the served verdict).
-    pub(super) fn with_feedback(self, feedback: &[FeedbackEntry]) -> Result<Option<TrainingCase>> {
+    /// A pending case, trained on only when independent keys' feedback settles a label
+    /// ([`agreed_label`] with the served verdict and `quorum`).
+    pub(super) fn with_feedback(
+        self,
+        feedback: &[FeedbackEntry],
+        quorum: u32,
+    ) -> Result<Option<TrainingCase>> {
         let verdict = parse_label(self.label.as_deref(), &self.id)?;
-        match majority_label(feedback, verdict) {
+        match agreed_label(feedback, verdict, quorum) {
             Some(label) => self.into_case(label, TrainingSource::Feedback).map(Some),
             None => Ok(None),
         }

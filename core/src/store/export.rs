@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::{StoreError, DEFAULT_FEEDBACK_QUORUM};
 use crate::policy::Label;
 
 /// Where a training label came from.
@@ -12,19 +12,32 @@ use crate::policy::Label;
 pub enum TrainingSource {
     /// A reviewer labelled the case.
     Review,
-    /// Unreviewed, but more than half of the user feedback implies this label.
+    /// Unreviewed, but a quorum of independent keys' feedback implies this label.
     Feedback,
 }
 
 /// Which cases `export` returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ExportFilter {
     /// Also export pending cases whose feedback agrees on a label (weaker than review).
     pub include_feedback: bool,
+    /// How many independent keys must agree for `include_feedback` (see
+    /// [`super::agreed_label`]); 0 counts as 1.
+    pub feedback_quorum: u32,
     /// Only labels decided at or after this time, unix seconds: when the reviewer labelled the
     /// case, or the newest feedback on it. Lets the trainer fetch what is new since its last run.
     pub since: Option<i64>,
+}
+
+impl Default for ExportFilter {
+    fn default() -> Self {
+        Self {
+            include_feedback: false,
+            feedback_quorum: DEFAULT_FEEDBACK_QUORUM,
+            since: None,
+        }
+    }
 }
 
 /// One line of the training JSONL. Unknown fields are ignored when reading, so a newer gateway

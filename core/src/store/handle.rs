@@ -392,6 +392,7 @@ mod tests {
             response_id: "chatcmpl-nope".into(),
             label: FeedbackLabel::Harmful,
             comment: None,
+            caller: None,
         };
         assert_eq!(
             handle.feedback(unknown).await.unwrap_err().code(),
@@ -401,6 +402,7 @@ mod tests {
             response_id: "chatcmpl-1".into(),
             label: FeedbackLabel::OverRefusal,
             comment: None,
+            caller: Some("reviewer".into()),
         };
         assert!(handle.feedback(known).await.unwrap().created_case);
         let labelled = handle.label_case(&id, Label::Allow, None, None).await;
@@ -416,6 +418,7 @@ mod tests {
         );
         let export = ExportFilter {
             include_feedback: true,
+            feedback_quorum: 1,
             since: None,
         };
         assert_eq!(handle.export(export).await.unwrap().len(), 2);

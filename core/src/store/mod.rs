@@ -24,7 +24,10 @@ pub mod testing;
 pub use backend::CaseStore;
 pub use error::StoreError;
 pub use export::{export_jsonl, read_training_jsonl, ExportFilter, TrainingCase, TrainingSource};
-pub use feedback::{majority_label, FeedbackEntry, FeedbackLabel, FeedbackOutcome, NewFeedback};
+pub use feedback::{
+    agreed_label, FeedbackEntry, FeedbackLabel, FeedbackOutcome, NewFeedback,
+    DEFAULT_FEEDBACK_QUORUM,
+};
 pub use handle::{StoreHandle, StoreStats, DEFAULT_CALL_TIMEOUT, DEFAULT_QUEUE_CAPACITY};
 pub use location::StoreLocation;
 pub use pg::PgStore;

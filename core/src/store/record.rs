@@ -56,6 +56,10 @@ pub struct ResponseRecord {
     pub precedents: Vec<PrecedentRef>,
     /// Normalised request embedding, so a case made from feedback can merge with later ones.
     pub embedding: Option<Vec<f32>>,
+    /// Name of the key that made the request (`None`: anonymous). Its own feedback on this
+    /// response is evidence for review, never a vote.
+    #[serde(default)]
+    pub caller: Option<String>,
 }
 
 /// A borderline exchange the gateway logs for review. Fields without a note mean what they mean
@@ -85,6 +89,9 @@ pub struct NewCase {
     pub reasons: Vec<String>,
     /// Normalised request embedding; near-duplicates are merged by cosine similarity.
     pub embedding: Vec<f32>,
+    /// Name of the key that made the request, kept with the response's link to the case.
+    #[serde(default)]
+    pub caller: Option<String>,
 }
 
 impl NewCase {
@@ -108,6 +115,7 @@ impl NewCase {
             precedents: record.precedents,
             reasons,
             embedding: record.embedding.unwrap_or_default(),
+            caller: record.caller,
         }
     }
 }

@@ -56,6 +56,7 @@ pub fn record(response_id: &str, created: i64) -> ResponseRecord {
             },
         ],
         embedding: Some(unit(0)),
+        caller: Some("requester".into()),
     }
 }
 

@@ -38,21 +38,40 @@ pub struct KeyConfig {
     pub requests_per_minute: Option<u32>,
     /// Overrides the scope's tokens per minute (0 = unlimited).
     pub tokens_per_minute: Option<u32>,
+    /// Overrides the scope's feedback reports per minute (0 = unlimited).
+    pub feedback_per_minute: Option<u32>,
     /// Overrides fields of the scope's safety policy.
     #[serde(default)]
     pub safety: SafetyPolicyConfig,
 }
 
 /// Defaults of a scope's keys: limits (0 means unlimited) and the safety policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScopeLimits {
     pub requests_per_minute: u32,
     /// Prompt tokens are charged when a request is admitted, completion tokens when it ends.
     pub tokens_per_minute: u32,
+    /// `POST /v1/feedback` calls per minute, apart from the request budget: each stored report
+    /// is a row and a case for review, so one key cannot flood the queue.
+    pub feedback_per_minute: u32,
     /// `[auth.user.safety]` / `[auth.admin.safety]`; the user table also applies to anonymous
     /// callers of open inference endpoints.
     pub safety: SafetyPolicyConfig,
+}
+
+/// Feedback reports a key may send per minute unless configured otherwise.
+pub const DEFAULT_FEEDBACK_PER_MINUTE: u32 = 60;
+
+impl Default for ScopeLimits {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 0,
+            tokens_per_minute: 0,
+            feedback_per_minute: DEFAULT_FEEDBACK_PER_MINUTE,
+            safety: SafetyPolicyConfig::default(),
+        }
+    }
 }
 
 /// The rate limit callers without a key share (they cannot be told apart): a default that keeps
@@ -61,12 +80,16 @@ pub struct ScopeLimits {
 #[serde(default, deny_unknown_fields)]
 pub struct AnonymousLimits {
     pub requests_per_minute: u32,
+    /// Feedback reports all anonymous callers together may send per minute (0 = unlimited).
+    /// Anonymous feedback never votes on a training label, but it fills the review queue.
+    pub feedback_per_minute: u32,
 }
 
 impl Default for AnonymousLimits {
     fn default() -> Self {
         Self {
             requests_per_minute: 1200,
+            feedback_per_minute: DEFAULT_FEEDBACK_PER_MINUTE,
         }
     }
 }

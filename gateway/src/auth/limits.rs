@@ -163,6 +163,16 @@ impl Limiter {
         }
     }
 
+    /// Admits one feedback report against a budget built with `Limiter::new(per_minute, 0)`.
+    pub fn admit_feedback(&self) -> Result<(), ApiError> {
+        let Some(b) = &self.requests else {
+            return Ok(());
+        };
+        b.take(NonZeroU32::MIN)
+            .map(|_| ())
+            .map_err(|wait| limited("feedback reports", b.limit, wait))
+    }
+
     /// Charges a request's prompt tokens (and what earlier responses still owe).
     pub fn admit_tokens(
         &self,

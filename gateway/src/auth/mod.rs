@@ -48,6 +48,8 @@ pub struct Principal {
     pub name: String,
     pub scope: Scope,
     pub limiter: Limiter,
+    /// Its `POST /v1/feedback` budget (`feedback_per_minute`).
+    pub feedback: Limiter,
     /// Which modes it is served with and may choose, enforced or shadow.
     pub safety: SafetyPolicy,
 }
@@ -62,6 +64,8 @@ pub struct Keys {
     anonymous: SafetyPolicy,
     /// The request budget those callers share (`[auth.anonymous]`).
     pub anonymous_limiter: Limiter,
+    /// Their shared feedback budget.
+    pub anonymous_feedback: Limiter,
 }
 
 fn digest(key: &str) -> [u8; 32] {
@@ -79,23 +83,27 @@ impl Keys {
         let auth = &config.auth;
         let mut entries = Vec::new();
         let none = SafetyPolicyConfig::default();
-        let mut add = |name: String,
-                       digest: [u8; 32],
-                       scope: Scope,
-                       rpm: Option<u32>,
-                       tpm: Option<u32>,
-                       safety: &SafetyPolicyConfig| {
+        let mut add = |name: String, digest: [u8; 32], scope: Scope, key: Option<&KeyConfig>| {
             let d = auth.limits(scope);
             let limiter = Limiter::new(
-                rpm.unwrap_or(d.requests_per_minute),
-                tpm.unwrap_or(d.tokens_per_minute),
+                key.and_then(|k| k.requests_per_minute)
+                    .unwrap_or(d.requests_per_minute),
+                key.and_then(|k| k.tokens_per_minute)
+                    .unwrap_or(d.tokens_per_minute),
             );
+            let feedback = Limiter::new(
+                key.and_then(|k| k.feedback_per_minute)
+                    .unwrap_or(d.feedback_per_minute),
+                0,
+            );
+            let safety = key.map_or(&none, |k| &k.safety);
             entries.push((
                 digest,
                 Arc::new(Principal {
                     name,
                     scope,
                     limiter,
+                    feedback,
                     safety: SafetyPolicy::resolve(safety, &d.safety, scope, false),
                 }),
             ));
@@ -104,22 +112,15 @@ impl Keys {
             let mut d = [0u8; 32];
             hex::decode_to_slice(k.sha256.to_ascii_lowercase(), &mut d)
                 .map_err(|e| format!("auth.keys '{}': {e}", k.name))?;
-            add(
-                k.name,
-                d,
-                k.scope,
-                k.requests_per_minute,
-                k.tokens_per_minute,
-                &k.safety,
-            );
+            add(k.name.clone(), d, k.scope, Some(&k));
         }
         if let Some(key) = &config.api_key {
             let d = digest(&key.0);
-            add("api-key".into(), d, Scope::User, None, None, &none);
+            add("api-key".into(), d, Scope::User, None);
         }
         if let Some(key) = &config.admin_key {
             let d = digest(&key.0);
-            add("admin-key".into(), d, Scope::Admin, None, None, &none);
+            add("admin-key".into(), d, Scope::Admin, None);
         }
         for (i, (d, p)) in entries.iter().enumerate() {
             if entries[..i].iter().any(|(o, _)| ct_eq(o, d)) {
@@ -134,6 +135,7 @@ impl Keys {
             any_admin: any(Scope::Admin),
             anonymous: SafetyPolicy::resolve(&none, &auth.user.safety, Scope::User, open),
             anonymous_limiter: Limiter::new(auth.anonymous.requests_per_minute, 0),
+            anonymous_feedback: Limiter::new(auth.anonymous.feedback_per_minute, 0),
             entries,
         })
     }
@@ -348,6 +350,7 @@ mod tests {
             scope: Scope::User,
             requests_per_minute: Some(2),
             tokens_per_minute: None,
+            feedback_per_minute: None,
             safety: Default::default(),
         });
         c.auth.user.tokens_per_minute = 1000;

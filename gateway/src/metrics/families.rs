@@ -161,7 +161,7 @@ impl Metrics {
             rate_limited: counter(
                 &r,
                 "cada_rate_limited_total",
-                "Requests refused with 429 by a per-key rate limit, by the limit hit (requests or tokens).",
+                "Requests refused with 429 by a per-key rate limit, by the limit hit (requests, tokens, or feedback: the key's feedback budget).",
                 &["limit"],
             )?,
             safety_decisions: counter(

@@ -73,7 +73,7 @@ pub const CLIENT_CLOSED: u16 = 499;
 
 pub(super) const TOKEN_KINDS: [&str; 3] = ["prompt", "completion", "reasoning"];
 pub(super) const CACHE_RESULTS: [&str; 2] = ["hit", "miss"];
-pub(super) const RATE_LIMITS: [&str; 2] = ["requests", "tokens"];
+pub(super) const RATE_LIMITS: [&str; 3] = ["requests", "tokens", "feedback"];
 pub(super) const MODES: [Mode; 4] = [Mode::Off, Mode::Cases, Mode::Trained, Mode::Adaptive];
 /// Verdicts, plus `none` for requests served without one.
 pub(super) const VERDICTS: [&str; 4] = ["allow", "refuse", "safe_complete", "none"];

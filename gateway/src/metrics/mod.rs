@@ -98,10 +98,10 @@ impl Metrics {
     /// A request refused by a rate limit; `limit` is `requests` or `tokens` (others count as
     /// `requests`, keeping the label set fixed).
     pub fn rate_limited(&self, limit: &str) {
-        let limit = if limit == "tokens" {
-            "tokens"
-        } else {
-            "requests"
+        let limit = match limit {
+            "tokens" => "tokens",
+            "feedback" => "feedback",
+            _ => "requests",
         };
         self.rate_limited.with_label_values(&[limit]).inc();
     }

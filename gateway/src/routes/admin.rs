@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use cada_core::policy::Label;
-use cada_core::store::{export_jsonl, CaseFilter, CaseStatus, ExportFilter};
+use cada_core::store::{
+    export_jsonl, CaseFilter, CaseStatus, ExportFilter, DEFAULT_FEEDBACK_QUORUM,
+};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
@@ -114,9 +116,19 @@ async fn export(state: &AppState, query: &HashMap<String, String>) -> Result<Res
             ))
         }
     };
+    let feedback_quorum = match int(query, "feedback_quorum")? {
+        None => DEFAULT_FEEDBACK_QUORUM,
+        Some(q) => u32::try_from(q).ok().filter(|q| *q >= 1).ok_or_else(|| {
+            ApiError::invalid_value(
+                "feedback_quorum",
+                "'feedback_quorum' must be a whole number of at least 1.",
+            )
+        })?,
+    };
     let cases = store(state)?
         .export(ExportFilter {
             include_feedback,
+            feedback_quorum,
             since: int(query, "since")?,
         })
         .await?;

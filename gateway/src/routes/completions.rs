@@ -78,6 +78,7 @@ pub async fn handle(
             model: served.name.clone(),
             adapter: adapter.clone(),
             messages,
+            caller: caller.as_ref().map(|c| c.principal.name.clone()),
             log_text: state.config.log_prompts,
         }),
         policy_version: Some(safety.policy.version.clone()),

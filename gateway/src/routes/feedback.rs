@@ -1,11 +1,14 @@
 //! `POST /v1/feedback`: a user's judgement of an answer (`over_refusal`, `harmful`, `correct`),
 //! attached to the case logged from that response or turning the response into a new case.
-//! Answered only once the store has written it.
+//! Stored with the name of the key that sent it, so the export can tell independent keys from
+//! the requester; within the key's own feedback budget. Answered only once the store has
+//! written it.
 
 use cada_core::store::{FeedbackLabel, NewFeedback};
 use hyper::{Request, StatusCode};
 use serde_json::json;
 
+use super::Caller;
 use crate::error::ApiError;
 use crate::openai::fields::Fields;
 use crate::server::{json_response, read_json, Incoming, Response};
@@ -15,6 +18,21 @@ use crate::state::AppState;
 const MAX_COMMENT: usize = 4000;
 
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response, ApiError> {
+    let caller = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.principal.clone());
+    let budget = caller
+        .as_ref()
+        .map_or(&state.keys.anonymous_feedback, |p| &p.feedback);
+    if let Err(e) = budget.admit_feedback() {
+        tracing::info!(
+            key = caller.as_ref().map_or("anonymous", |p| p.name.as_str()),
+            "feedback rate limit reached"
+        );
+        state.metrics.rate_limited("feedback");
+        return Err(e);
+    }
     let body = read_json(req, &state.config.limits).await?;
     let f = Fields::of(&body)?;
     let response_id = f.required_string("response_id")?.to_owned();
@@ -39,6 +57,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
             response_id: response_id.clone(),
             label,
             comment,
+            caller: caller.as_ref().map(|p| p.name.clone()),
         })
         .await
         .map_err(|e| match e {

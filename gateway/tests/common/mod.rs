@@ -31,6 +31,7 @@ pub fn user_key(name: &str, secret: &str) -> cada_gateway::auth::KeyConfig {
         scope: cada_gateway::auth::Scope::User,
         requests_per_minute: None,
         tokens_per_minute: None,
+        feedback_per_minute: None,
         safety: Default::default(),
     }
 }

@@ -9,13 +9,13 @@ use postgres::Transaction;
 use super::nearest::norm;
 use super::rows::{
     case_from_row, export_row, feedback_from_row, opt_text, response_from_row, text, CASE_COLUMNS,
-    RESPONSE_COLUMNS,
+    FEEDBACK_COLUMNS, RESPONSE_COLUMNS,
 };
 use super::{PgStore, LOCK_CASES};
 use crate::policy::Label;
 use crate::store::codec::{
-    check_precedents, from_json, new_id, now, to_i64, to_json, union_into, Result, EXPORT_COLUMNS,
-    PENDING_EXPORT_COLUMNS,
+    check_precedents, from_json, from_requester, new_id, now, to_i64, to_json, union_into, Result,
+    EXPORT_COLUMNS, PENDING_EXPORT_COLUMNS,
 };
 use crate::store::embedding;
 use crate::store::{
@@ -39,8 +39,8 @@ impl PgStore {
             .query_one(
                 "INSERT INTO responses (response_id, request_id, created, model, adapter,
                     policy_version, mode, messages, request, reasoning, answer, verdict,
-                    verdict_probability, precedents, embedding)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                    verdict_probability, precedents, embedding, caller)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                  RETURNING seq",
                 &[
                     &text(&r.response_id),
@@ -58,6 +58,7 @@ impl PgStore {
                     &r.verdict_probability.map(f64::from),
                     &to_json(&r.precedents),
                     &r.embedding,
+                    &opt_text(r.caller.as_deref()),
                 ],
             )?
             .get(0);
@@ -96,7 +97,12 @@ impl PgStore {
                 id: insert_case(&mut tx, &case)?,
             },
         };
-        link_response(&mut tx, &case.response_id, logged.id())?;
+        link_response(
+            &mut tx,
+            &case.response_id,
+            logged.id(),
+            case.caller.as_deref(),
+        )?;
         tx.commit()?;
         Ok(logged)
     }
@@ -107,11 +113,11 @@ impl PgStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_CASES])?;
         let response_id = text(&feedback.response_id);
         let linked = tx.query_opt(
-            "SELECT case_id FROM case_responses WHERE response_id = $1",
+            "SELECT case_id, caller FROM case_responses WHERE response_id = $1",
             &[&response_id],
         )?;
-        let (case_id, created_case) = match linked {
-            Some(row) => (row.try_get::<_, String>(0)?, false),
+        let (case_id, requester, created_case) = match linked {
+            Some(row) => (row.try_get::<_, String>(0)?, row.try_get(1)?, false),
             None => {
                 let record = tx
                     .query_opt(
@@ -126,14 +132,16 @@ impl PgStore {
                     })?;
                 let case = NewCase::from_record(record, vec!["feedback".to_owned()]);
                 let id = insert_case(&mut tx, &case)?;
-                link_response(&mut tx, &case.response_id, &id)?;
-                (id, true)
+                link_response(&mut tx, &case.response_id, &id, case.caller.as_deref())?;
+                (id, case.caller, true)
             }
         };
+        let from_requester = from_requester(feedback.caller.as_deref(), requester.as_deref());
         let feedback_id = new_id("fb");
         tx.execute(
-            "INSERT INTO feedback (id, case_id, response_id, label, comment, created)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO feedback (id, case_id, response_id, label, comment, created, caller,
+                from_requester)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &feedback_id,
                 &case_id,
@@ -141,6 +149,8 @@ impl PgStore {
                 &feedback.label.as_str(),
                 &opt_text(feedback.comment.as_deref()),
                 &now(),
+                &opt_text(feedback.caller.as_deref()),
+                &from_requester,
             ],
         )?;
         tx.commit()?;
@@ -275,7 +285,7 @@ impl PgStore {
         let mut feedback = feedback_of(client, &ids)?;
         for row in rows {
             let entries = feedback.remove(&row.id).unwrap_or_default();
-            out.extend(row.with_feedback(&entries)?);
+            out.extend(row.with_feedback(&entries, filter.feedback_quorum)?);
         }
         Ok(out)
     }
@@ -355,12 +365,18 @@ fn insert_case(tx: &mut Transaction<'_>, case: &NewCase) -> Result<String> {
     Ok(id)
 }
 
-/// Later feedback on `response_id` goes to `case_id`.
-fn link_response(tx: &mut Transaction<'_>, response_id: &str, case_id: &str) -> Result<()> {
+/// Later feedback on `response_id` goes to `case_id`; `caller` made the request.
+fn link_response(
+    tx: &mut Transaction<'_>,
+    response_id: &str,
+    case_id: &str,
+    caller: Option<&str>,
+) -> Result<()> {
     tx.execute(
-        "INSERT INTO case_responses (response_id, case_id) VALUES ($1, $2)
-         ON CONFLICT (response_id) DO UPDATE SET case_id = EXCLUDED.case_id",
-        &[&text(response_id), &case_id],
+        "INSERT INTO case_responses (response_id, case_id, caller) VALUES ($1, $2, $3)
+         ON CONFLICT (response_id)
+         DO UPDATE SET case_id = EXCLUDED.case_id, caller = EXCLUDED.caller",
+        &[&text(response_id), &case_id, &opt_text(caller)],
     )?;
     Ok(())
 }
@@ -403,8 +419,10 @@ fn feedback_of(
         return Ok(out);
     }
     let rows = client.query(
-        "SELECT case_id, id, response_id, label, comment, created FROM feedback
-         WHERE case_id = ANY($1) ORDER BY created, seq",
+        &format!(
+            "SELECT {FEEDBACK_COLUMNS} FROM feedback
+             WHERE case_id = ANY($1) ORDER BY created, seq"
+        ),
         &[&case_ids],
     )?;
     for row in &rows {

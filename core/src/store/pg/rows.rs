@@ -18,7 +18,11 @@ pub(super) const CASE_COLUMNS: &str =
 /// Columns of `responses` that [`response_from_row`] reads, in its order.
 pub(super) const RESPONSE_COLUMNS: &str =
     "response_id, request_id, created, model, adapter, policy_version, mode, messages, \
-     request, reasoning, answer, verdict, verdict_probability, precedents, embedding";
+     request, reasoning, answer, verdict, verdict_probability, precedents, embedding, caller";
+
+/// Columns of `feedback` that [`feedback_from_row`] reads, in its order.
+pub(super) const FEEDBACK_COLUMNS: &str =
+    "case_id, id, response_id, label, comment, created, caller, from_requester";
 
 /// PostgreSQL `text` cannot hold NUL, which JSON strings (and so requests) may: it is stored as
 /// U+FFFD, the replacement character. Everything else is stored as given.
@@ -61,6 +65,7 @@ pub(super) fn response_from_row(row: &Row) -> Result<ResponseRecord> {
         verdict_probability: get::<Option<f64>>(row, 12, &id)?.map(|p| p as f32),
         precedents: from_json(&get::<String>(row, 13, &id)?, "precedents", &id)?,
         embedding: get(row, 14, &id)?,
+        caller: get(row, 15, &id)?,
         response_id: id,
     })
 }
@@ -103,7 +108,7 @@ pub(super) fn case_from_row(row: &Row) -> Result<StoredCase> {
     })
 }
 
-/// A feedback row (`case_id, id, response_id, label, comment, created`) with its case id.
+/// A feedback row ([`FEEDBACK_COLUMNS`]) with its case id.
 pub(super) fn feedback_from_row(row: &Row) -> Result<(String, FeedbackEntry)> {
     let id: String = get(row, 1, "feedback")?;
     let label: String = get(row, 3, &id)?;
@@ -116,6 +121,8 @@ pub(super) fn feedback_from_row(row: &Row) -> Result<(String, FeedbackEntry)> {
                 .map_err(|_| StoreError::corrupt(format!("feedback {id} has an unknown label")))?,
             comment: get(row, 4, &id)?,
             created: get(row, 5, &id)?,
+            caller: get(row, 6, &id)?,
+            from_requester: get(row, 7, &id)?,
             id,
         },
     ))

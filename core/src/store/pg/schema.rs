@@ -85,6 +85,11 @@ const MIGRATIONS: &[&str] = &[
         created BIGINT NOT NULL
     );
     CREATE INDEX feedback_by_case ON feedback (case_id, created, seq);",
+    // 2: who asked and who judged. Feedback stored before this has no caller and never votes.
+    "ALTER TABLE responses ADD COLUMN caller TEXT;
+    ALTER TABLE case_responses ADD COLUMN caller TEXT;
+    ALTER TABLE feedback ADD COLUMN caller TEXT;
+    ALTER TABLE feedback ADD COLUMN from_requester BOOLEAN NOT NULL DEFAULT false;",
 ];
 
 /// Schema version this build writes.

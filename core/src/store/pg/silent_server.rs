@@ -81,6 +81,7 @@ async fn silent(db: &PgDatabase) {
             response_id: "chatcmpl-silent".into(),
             label: FeedbackLabel::OverRefusal,
             comment: None,
+            caller: None,
         }),
     )
     .await

@@ -22,7 +22,8 @@ mod schema;
 mod write;
 
 use super::codec::{
-    check_precedents, new_id, now, to_i64, to_json, Result, EXPORT_COLUMNS, PENDING_EXPORT_COLUMNS,
+    check_precedents, from_requester, new_id, now, to_i64, to_json, Result, EXPORT_COLUMNS,
+    PENDING_EXPORT_COLUMNS,
 };
 use read::{case_from_row, export_row, feedback_of, get_case, read_response, CASE_COLUMNS};
 use write::{insert_case, link_response, merge_into, nearest_pending};
@@ -93,8 +94,8 @@ impl SqliteStore {
         tx.prepare_cached(
             "INSERT OR REPLACE INTO responses (response_id, request_id, created, model, adapter,
                 policy_version, mode, messages, request, reasoning, answer, verdict,
-                verdict_probability, precedents, embedding)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                verdict_probability, precedents, embedding, caller)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?
         .execute(params![
             r.response_id,
@@ -112,6 +113,7 @@ impl SqliteStore {
             r.verdict_probability.map(f64::from),
             to_json(&r.precedents),
             r.embedding.as_deref().map(embedding::encode),
+            r.caller,
         ])?;
         // `seq` grows with each insert, so everything `retention` below the newest is older.
         let newest = tx.last_insert_rowid();
@@ -144,7 +146,7 @@ impl SqliteStore {
                 id: insert_case(&tx, &case)?,
             },
         };
-        link_response(&tx, &case.response_id, logged.id())?;
+        link_response(&tx, &case.response_id, logged.id(), case.caller.as_deref())?;
         tx.commit()?;
         Ok(logged)
     }
@@ -155,12 +157,12 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let linked: Option<String> = tx
-            .prepare_cached("SELECT case_id FROM case_responses WHERE response_id = ?1")?
-            .query_row([&feedback.response_id], |r| r.get(0))
+        let linked: Option<(String, Option<String>)> = tx
+            .prepare_cached("SELECT case_id, caller FROM case_responses WHERE response_id = ?1")?
+            .query_row([&feedback.response_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        let (case_id, created_case) = match linked {
-            Some(id) => (id, false),
+        let (case_id, requester, created_case) = match linked {
+            Some((id, requester)) => (id, requester, false),
             None => {
                 let record = read_response(&tx, &feedback.response_id)?.ok_or_else(|| {
                     StoreError::NotFound {
@@ -170,14 +172,16 @@ impl SqliteStore {
                 })?;
                 let case = NewCase::from_record(record, vec!["feedback".to_owned()]);
                 let id = insert_case(&tx, &case)?;
-                link_response(&tx, &case.response_id, &id)?;
-                (id, true)
+                link_response(&tx, &case.response_id, &id, case.caller.as_deref())?;
+                (id, case.caller, true)
             }
         };
+        let from_requester = from_requester(feedback.caller.as_deref(), requester.as_deref());
         let feedback_id = new_id("fb");
         tx.prepare_cached(
-            "INSERT INTO feedback (id, case_id, response_id, label, comment, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO feedback (id, case_id, response_id, label, comment, created, caller,
+                from_requester)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
             feedback_id,
@@ -186,6 +190,8 @@ impl SqliteStore {
             feedback.label.as_str(),
             feedback.comment,
             now(),
+            feedback.caller,
+            from_requester,
         ])?;
         tx.commit()?;
         Ok(FeedbackOutcome {
@@ -307,7 +313,7 @@ impl SqliteStore {
         while let Some(row) = rows.next()? {
             let row = export_row(row)?;
             let feedback = feedback_of(&self.conn, &row.id)?;
-            out.extend(row.with_feedback(&feedback)?);
+            out.extend(row.with_feedback(&feedback, filter.feedback_quorum)?);
         }
         Ok(out)
     }

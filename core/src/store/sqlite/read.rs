@@ -19,7 +19,8 @@ pub(super) fn read_response(
 ) -> Result<Option<ResponseRecord>> {
     let mut stmt = conn.prepare_cached(
         "SELECT response_id, request_id, created, model, adapter, policy_version, mode, messages,
-            request, reasoning, answer, verdict, verdict_probability, precedents, embedding
+            request, reasoning, answer, verdict, verdict_probability, precedents, embedding,
+            caller
          FROM responses WHERE response_id = ?1",
     )?;
     let mut rows = stmt.query([response_id])?;
@@ -44,6 +45,7 @@ pub(super) fn read_response(
         verdict_probability: row.get::<_, Option<f64>>(12)?.map(|p| p as f32),
         precedents: from_json(&row.get::<_, String>(13)?, "precedents", &id)?,
         embedding: blob.as_deref().map(embedding::decode).transpose()?,
+        caller: row.get(15)?,
         response_id: id,
     }))
 }
@@ -102,7 +104,7 @@ pub(super) fn case_from_row(row: &Row<'_>) -> Result<StoredCase> {
 /// Feedback on a case, oldest first.
 pub(super) fn feedback_of(conn: &Connection, case_id: &str) -> Result<Vec<FeedbackEntry>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, response_id, label, comment, created FROM feedback
+        "SELECT id, response_id, label, comment, created, caller, from_requester FROM feedback
          WHERE case_id = ?1 ORDER BY created, seq",
     )?;
     let mut rows = stmt.query([case_id])?;
@@ -117,6 +119,8 @@ pub(super) fn feedback_of(conn: &Connection, case_id: &str) -> Result<Vec<Feedba
                 .map_err(|_| StoreError::corrupt(format!("feedback {id} has an unknown label")))?,
             comment: row.get(3)?,
             created: row.get(4)?,
+            caller: row.get(5)?,
+            from_requester: row.get(6)?,
             id,
         });
     }

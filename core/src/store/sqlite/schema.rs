@@ -77,6 +77,11 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL
     );
     CREATE INDEX feedback_by_case ON feedback (case_id);",
+    // 2: who asked and who judged. Feedback stored before this has no caller and never votes.
+    "ALTER TABLE responses ADD COLUMN caller TEXT;
+    ALTER TABLE case_responses ADD COLUMN caller TEXT;
+    ALTER TABLE feedback ADD COLUMN caller TEXT;
+    ALTER TABLE feedback ADD COLUMN from_requester INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Schema version this build writes.

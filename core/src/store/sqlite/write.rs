@@ -81,11 +81,17 @@ pub(super) fn insert_case(tx: &Transaction<'_>, case: &NewCase) -> Result<String
     Ok(id)
 }
 
-/// Later feedback on `response_id` goes to `case_id`.
-pub(super) fn link_response(tx: &Transaction<'_>, response_id: &str, case_id: &str) -> Result<()> {
+/// Later feedback on `response_id` goes to `case_id`; `caller` made the request.
+pub(super) fn link_response(
+    tx: &Transaction<'_>,
+    response_id: &str,
+    case_id: &str,
+    caller: Option<&str>,
+) -> Result<()> {
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO case_responses (response_id, case_id) VALUES (?1, ?2)",
+        "INSERT OR REPLACE INTO case_responses (response_id, case_id, caller)
+         VALUES (?1, ?2, ?3)",
     )?
-    .execute([response_id, case_id])?;
+    .execute(params![response_id, case_id, caller])?;
     Ok(())
 }

@@ -7,8 +7,7 @@ use super::codec::now;
 use super::testing::{case, near, record, unit};
 use super::{
     export_jsonl, read_training_jsonl, CaseFilter, CaseStatus, CaseStore, ExportFilter,
-    FeedbackLabel, Logged, NewFeedback, StoreConfig, StoreCounts, StoreError, StoredCase,
-    TrainingSource,
+    FeedbackLabel, Logged, StoreConfig, StoreCounts, StoreError, StoredCase, TrainingSource,
 };
 use crate::policy::Label;
 
@@ -46,6 +45,7 @@ macro_rules! conformance_tests {
             a_case_from_a_record_without_embedding_never_merges,
             labelled_cases_export_through_jsonl,
             export_adds_cases_whose_feedback_agrees,
+            one_key_cannot_turn_its_refusal_into_an_allow_case,
             old_and_excess_response_records_are_dropped,
             reopening_finds_everything,
             listing_pages_newest_first,
@@ -55,14 +55,14 @@ macro_rules! conformance_tests {
     };
 }
 pub(super) use conformance_tests;
+pub(super) use feedback::{
+    export_adds_cases_whose_feedback_agrees, feedback_lands_on_the_logged_case_or_makes_one,
+    feedback_on_an_unknown_response_is_not_found,
+    one_key_cannot_turn_its_refusal_into_an_allow_case,
+};
 
-fn feedback(response_id: &str, label: FeedbackLabel) -> NewFeedback {
-    NewFeedback {
-        response_id: response_id.into(),
-        label,
-        comment: Some("it refused a harmless question".into()),
-    }
-}
+mod feedback;
+use feedback::feedback;
 
 pub(super) fn a_logged_case_reads_back_field_for_field(fx: &dyn Fixture) {
     let mut store = fx.open();
@@ -219,71 +219,6 @@ pub(super) fn concurrent_writers_never_insert_a_duplicate(fx: &dyn Fixture) {
     }
 }
 
-pub(super) fn feedback_on_an_unknown_response_is_not_found(fx: &dyn Fixture) {
-    let mut store = fx.open();
-    let err = store
-        .feedback(feedback("chatcmpl-nope", FeedbackLabel::Harmful))
-        .unwrap_err();
-    assert_eq!(err.code(), "not_found");
-    assert_eq!(store.counts().unwrap(), StoreCounts::default());
-}
-
-pub(super) fn feedback_lands_on_the_logged_case_or_makes_one(fx: &dyn Fixture) {
-    let mut store = fx.open();
-    let t = now();
-    for id in ["chatcmpl-a", "chatcmpl-b", "chatcmpl-c"] {
-        store.record_response(&record(id, t)).unwrap();
-    }
-    // a was logged, b merged into a's case, c only recorded.
-    let logged = store.log_case(case("chatcmpl-a", unit(5), &["x"])).unwrap();
-    let merged = store.log_case(case("chatcmpl-b", unit(5), &["y"])).unwrap();
-    assert_eq!(merged.id(), logged.id());
-    let on_a = store
-        .feedback(feedback("chatcmpl-a", FeedbackLabel::OverRefusal))
-        .unwrap();
-    let on_b = store
-        .feedback(feedback("chatcmpl-b", FeedbackLabel::Correct))
-        .unwrap();
-    assert_eq!(
-        (on_a.case_id.as_str(), on_a.created_case),
-        (logged.id(), false)
-    );
-    assert_eq!(
-        (on_b.case_id.as_str(), on_b.created_case),
-        (logged.id(), false)
-    );
-    let fb = store.get_case(logged.id()).unwrap().feedback;
-    assert_eq!(fb.len(), 2);
-    assert_eq!(fb[0].id, on_a.feedback_id);
-    assert_eq!(fb[0].response_id, "chatcmpl-a");
-    assert_eq!(fb[0].label, FeedbackLabel::OverRefusal);
-    assert_eq!(
-        fb[0].comment.as_deref(),
-        Some("it refused a harmless question")
-    );
-    assert!(fb[0].created >= t);
-    assert_eq!(fb[1].label, FeedbackLabel::Correct);
-
-    let on_c = store
-        .feedback(feedback("chatcmpl-c", FeedbackLabel::Harmful))
-        .unwrap();
-    assert!(on_c.created_case);
-    let c = store.get_case(&on_c.case_id).unwrap();
-    assert_eq!(c.reasons, ["feedback"]);
-    assert_eq!(c.response_id, "chatcmpl-c");
-    assert_eq!(c.request, record("chatcmpl-c", t).request);
-    assert_eq!(c.precedents, record("chatcmpl-c", t).precedents);
-    assert_eq!(c.feedback.len(), 1);
-    let again = store
-        .feedback(NewFeedback {
-            comment: None,
-            ..feedback("chatcmpl-c", FeedbackLabel::Harmful)
-        })
-        .unwrap();
-    assert_eq!((again.case_id, again.created_case), (on_c.case_id, false));
-    assert_eq!(store.counts().unwrap().pending, 2);
-}
-
 pub(super) fn a_case_from_a_record_without_embedding_never_merges(fx: &dyn Fixture) {
     let mut store = fx.open();
     let mut r = record("chatcmpl-plain", now());
@@ -343,57 +278,6 @@ pub(super) fn labelled_cases_export_through_jsonl(fx: &dyn Fixture) {
     let later = ExportFilter {
         since: Some(now() + 3600),
         ..ExportFilter::default()
-    };
-    assert!(store.export(&later).unwrap().is_empty());
-}
-
-pub(super) fn export_adds_cases_whose_feedback_agrees(fx: &dyn Fixture) {
-    let mut store = fx.open();
-    for id in [
-        "chatcmpl-agree",
-        "chatcmpl-split",
-        "chatcmpl-none",
-        "chatcmpl-done",
-    ] {
-        store.record_response(&record(id, now())).unwrap();
-    }
-    let fb = |store: &mut CaseStore, id: &str, label| {
-        store.feedback(feedback(id, label)).unwrap().case_id
-    };
-    let agree = fb(&mut store, "chatcmpl-agree", FeedbackLabel::OverRefusal);
-    fb(&mut store, "chatcmpl-agree", FeedbackLabel::OverRefusal);
-    // The verdict was refuse: `correct` votes refuse, and one each is no majority.
-    fb(&mut store, "chatcmpl-split", FeedbackLabel::OverRefusal);
-    fb(&mut store, "chatcmpl-split", FeedbackLabel::Correct);
-    store
-        .log_case(case("chatcmpl-none", unit(9), &["x"]))
-        .unwrap();
-    let done = fb(&mut store, "chatcmpl-done", FeedbackLabel::Harmful);
-    store
-        .label_case(&done, Label::SafeComplete, None, None)
-        .unwrap();
-
-    let review_only = store.export(&ExportFilter::default()).unwrap();
-    assert_eq!(review_only.len(), 1);
-    let with_feedback = ExportFilter {
-        include_feedback: true,
-        since: None,
-    };
-    let all = store.export(&with_feedback).unwrap();
-    let got: Vec<_> = all
-        .iter()
-        .map(|t| (t.id.as_str(), t.label, t.source))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            (done.as_str(), Label::SafeComplete, TrainingSource::Review),
-            (agree.as_str(), Label::Allow, TrainingSource::Feedback),
-        ]
-    );
-    let later = ExportFilter {
-        include_feedback: true,
-        since: Some(now() + 3600),
     };
     assert!(store.export(&later).unwrap().is_empty());
 }

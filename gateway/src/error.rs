@@ -210,6 +210,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
             StoreError::Invalid(_) | StoreError::Jsonl { .. } => StatusCode::BAD_REQUEST,
             StoreError::Busy
+            | StoreError::Full { .. }
             | StoreError::Overloaded { .. }
             | StoreError::ShutDown
             | StoreError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,

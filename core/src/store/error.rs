@@ -26,6 +26,8 @@ pub enum StoreError {
     Jsonl { line: usize, message: String },
     #[error("the store queue is full ({capacity} requests waiting)")]
     Overloaded { capacity: usize },
+    #[error("the review queue is full ({pending_max} pending cases): review or raise store.cases.pending_max")]
+    Full { pending_max: usize },
     #[error("the store has shut down")]
     ShutDown,
     #[error("the store did not answer within {secs} s; the request may still be applied")]
@@ -38,6 +40,7 @@ impl StoreError {
         match self {
             Self::Io { .. } => "store_io_error",
             Self::Busy => "store_busy",
+            Self::Full { .. } => "store_full",
             Self::Timeout { .. } => "store_timeout",
             Self::Database(_) => "store_database_error",
             Self::SchemaTooNew { .. } => "store_schema_too_new",

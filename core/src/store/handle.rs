@@ -35,6 +35,8 @@ pub struct StoreStats {
     pub errors: AtomicU64,
     /// Detached writes dropped because the queue was full or the store had shut down.
     pub dropped: AtomicU64,
+    /// New cases refused because the store held `pending_max` pending cases.
+    pub full: AtomicU64,
 }
 
 /// A handle to the store thread. Cheap to clone; when the last handle drops, the thread writes
@@ -289,12 +291,17 @@ fn serve(mut store: CaseStore, mut requests: mpsc::Receiver<Request>, stats: &St
                 match &result {
                     Ok(Logged::Inserted { .. }) => stats.logged.fetch_add(1, Ordering::Relaxed),
                     Ok(Logged::Merged { .. }) => stats.merged.fetch_add(1, Ordering::Relaxed),
+                    Err(StoreError::Full { .. }) => stats.full.fetch_add(1, Ordering::Relaxed),
                     Err(_) => 0,
                 };
                 answer(reply, result, stats, "log a case");
             }
             Request::Feedback(feedback, reply) => {
-                let _ = reply.send(store.feedback(feedback));
+                let result = store.feedback(feedback);
+                if matches!(result, Err(StoreError::Full { .. })) {
+                    stats.full.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = reply.send(result);
             }
             Request::List(filter, reply) => {
                 let _ = reply.send(store.list_cases(&filter));
@@ -337,6 +344,12 @@ fn answer<T>(
             let _ = reply.send(result);
         }
         (None, Ok(_)) => {}
+        (None, Err(e @ StoreError::Full { .. })) => {
+            // Counted in `full`; warned about once per thousand, not at every borderline request.
+            if stats.full.load(Ordering::Relaxed) % 1000 == 1 {
+                tracing::warn!(code = e.code(), error = %e, "cannot {what}");
+            }
+        }
         (None, Err(e)) => {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(code = e.code(), error = %e, "cannot {what}");
@@ -352,6 +365,25 @@ mod tests {
 
     fn open(path: &std::path::Path) -> CaseStore {
         CaseStore::open(path, StoreConfig::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn cases_refused_at_the_pending_cap_are_counted_not_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite(dir.path().join("f.db"));
+        let config = StoreConfig {
+            pending_max: 1,
+            ..StoreConfig::default()
+        };
+        let handle = StoreHandle::open(location, config, 8).unwrap();
+        handle.log_case_detached(case("chatcmpl-1", unit(1), &["x"]));
+        handle.log_case_detached(case("chatcmpl-2", unit(2), &["x"]));
+        let awaited = handle.log_case(case("chatcmpl-3", unit(3), &["x"])).await;
+        assert_eq!(awaited.unwrap_err().code(), "store_full");
+        let stats = handle.stats();
+        assert_eq!(stats.logged.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.full.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.errors.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

@@ -38,7 +38,8 @@ pub use record::{
 pub use redact::{RedactionConfig, Redactor};
 pub use sqlite::SqliteStore;
 
-/// How a store merges cases and how long it keeps response records.
+/// How a store merges cases, how many pending cases it holds and for how long, and how long it
+/// keeps response records.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
@@ -50,6 +51,13 @@ pub struct StoreConfig {
     pub response_retention: usize,
     /// Age in seconds beyond which response records are dropped, however few there are.
     pub response_max_age_secs: u64,
+    /// Most pending cases held. A new case beyond it is refused with [`StoreError::Full`]
+    /// (merges into pending cases still count): the review queue, and the near-duplicate scan
+    /// every logged case runs over it, stay bounded whatever the traffic.
+    pub pending_max: usize,
+    /// Age in seconds (since last seen) beyond which a pending case nobody gave feedback on is
+    /// dropped. Pending cases with feedback stay until reviewed: feedback is never lost.
+    pub pending_max_age_secs: u64,
     /// How long a writer waits for another connection's lock before failing with `busy`
     /// (SQLite's busy timeout; PostgreSQL's `lock_timeout`).
     pub busy_timeout_ms: u64,
@@ -61,6 +69,8 @@ impl Default for StoreConfig {
             merge_threshold: 0.92,
             response_retention: 10_000,
             response_max_age_secs: 7 * 24 * 3600,
+            pending_max: 50_000,
+            pending_max_age_secs: 90 * 24 * 3600,
             busy_timeout_ms: 5_000,
         }
     }

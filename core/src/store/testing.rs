@@ -60,8 +60,9 @@ pub fn record(response_id: &str, created: i64) -> ResponseRecord {
     }
 }
 
+/// A case seen now (older ones would fall to `pending_max_age_secs`).
 pub fn case(response_id: &str, embedding: Vec<f32>, reasons: &[&str]) -> NewCase {
-    let mut record = record(response_id, 1_700_000_000);
+    let mut record = record(response_id, super::codec::now());
     record.embedding = Some(embedding);
     NewCase::from_record(record, reasons.iter().map(|r| (*r).to_owned()).collect())
 }

@@ -38,6 +38,13 @@ fn counter(
     Ok(m)
 }
 
+/// A counter without labels.
+fn total(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let m = IntCounter::new(name, help)?;
+    registry.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
     let m = IntGauge::new(name, help)?;
     registry.register(Box::new(m.clone()))?;
@@ -182,14 +189,16 @@ impl Metrics {
                 "User feedback stored, by label (over_refusal, harmful, correct).",
                 &["label"],
             )?,
-            store_errors: {
-                let c = IntCounter::new(
-                    "cada_case_store_errors_total",
-                    "Case-store writes made in the background (response records, logged cases) that failed or were dropped because the store queue was full or closed.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
+            store_errors: total(
+                &r,
+                "cada_case_store_errors_total",
+                "Case-store writes made in the background (response records, logged cases) that failed or were dropped because the store queue was full or closed.",
+            )?,
+            cases_full: total(
+                &r,
+                "cada_cases_refused_full_total",
+                "New cases (logged or made by feedback) not stored because store.cases.pending_max cases were pending review.",
+            )?,
             model_info: info(
                 &r,
                 "cada_model_info",
@@ -208,14 +217,11 @@ impl Metrics {
                 "Adapter versions refused before or while loading, by reason (see the README's Adapters section); a refused version is not tried again until its file changes.",
                 &["reason"],
             )?,
-            connections_refused: {
-                let c = IntCounter::new(
-                    "cada_connections_refused_total",
-                    "Client connections closed at accept because limits.max_connections were open.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
+            connections_refused: total(
+                &r,
+                "cada_connections_refused_total",
+                "Client connections closed at accept because limits.max_connections were open.",
+            )?,
             adapter_fallback: gauge(
                 &r,
                 "cada_adapter_fallback",
@@ -286,7 +292,7 @@ mod tests {
     use crate::safety::{Decision, Mode};
     use crate::server::text_response;
 
-    const NAMES: [&str; 27] = [
+    const NAMES: [&str; 28] = [
         "cada_requests_total",
         "cada_request_duration_seconds",
         "cada_requests_in_flight",
@@ -312,6 +318,7 @@ mod tests {
         "cada_adapter_refused_total",
         "cada_adapter_fallback",
         "cada_connections_refused_total",
+        "cada_cases_refused_full_total",
         "cada_policy_info",
         "cada_gateway_overhead_seconds",
     ];

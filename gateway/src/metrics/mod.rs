@@ -69,6 +69,8 @@ pub struct Metrics {
     borderline: IntCounterVec,
     feedback: IntCounterVec,
     store_errors: IntCounter,
+    /// New cases refused at `pending_max`, from the store's counter at scrape time.
+    cases_full: IntCounter,
     model_info: IntGaugeVec,
     adapter_info: IntGaugeVec,
     adapter_refused: IntCounterVec,
@@ -196,6 +198,11 @@ impl Metrics {
             let seen = self.store_errors.get();
             if failed > seen {
                 self.store_errors.inc_by(failed - seen);
+            }
+            let full = stats.full.load(Ordering::Relaxed);
+            let seen = self.cases_full.get();
+            if full > seen {
+                self.cases_full.inc_by(full - seen);
             }
         }
     }

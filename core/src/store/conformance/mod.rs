@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             export_adds_cases_whose_feedback_agrees,
             one_key_cannot_turn_its_refusal_into_an_allow_case,
             old_and_excess_response_records_are_dropped,
+            pending_cases_are_capped_and_stale_ones_expire,
             reopening_finds_everything,
             listing_pages_newest_first,
             bad_input_is_refused_before_it_is_stored,
@@ -282,6 +283,82 @@ pub(super) fn labelled_cases_export_through_jsonl(fx: &dyn Fixture) {
     assert!(store.export(&later).unwrap().is_empty());
 }
 
+pub(super) fn pending_cases_are_capped_and_stale_ones_expire(fx: &dyn Fixture) {
+    let mut store = fx.open_with(StoreConfig {
+        pending_max: 3,
+        pending_max_age_secs: 3600,
+        ..StoreConfig::default()
+    });
+    let t = now();
+    let ids: Vec<String> = (1..=3)
+        .map(|i| {
+            let c = case(&format!("chatcmpl-{i}"), unit(i), &["x"]);
+            store.log_case(c).unwrap().id().to_owned()
+        })
+        .collect();
+    // Full: a new case is refused, a near-duplicate still merges.
+    let err = store
+        .log_case(case("chatcmpl-4", unit(4), &["x"]))
+        .unwrap_err();
+    assert_eq!(err, StoreError::Full { pending_max: 3 });
+    assert_eq!(err.code(), "store_full");
+    let merged = store
+        .log_case(case("chatcmpl-1b", unit(1), &["y"]))
+        .unwrap();
+    assert_eq!(merged.id(), ids[0]);
+    // Feedback that would make a case is refused too, and nothing of it is stored.
+    store.record_response(&record("chatcmpl-r", t)).unwrap();
+    let err = store
+        .feedback(feedback::feedback("chatcmpl-r", FeedbackLabel::Harmful))
+        .unwrap_err();
+    assert_eq!(err.code(), "store_full");
+    assert_eq!(store.counts().unwrap().pending, 3);
+    // Feedback on a case already logged still lands.
+    store
+        .feedback(feedback::feedback("chatcmpl-2", FeedbackLabel::Harmful))
+        .unwrap();
+    // Review makes room.
+    store.label_case(&ids[0], Label::Allow, None, None).unwrap();
+    let fourth = store.log_case(case("chatcmpl-4", unit(4), &["x"])).unwrap();
+    assert!(matches!(fourth, Logged::Inserted { .. }));
+
+    // Pending cases not seen for the maximum age go when a new one needs room, unless they
+    // have feedback; reviewed cases stay.
+    store
+        .label_case(&ids[2], Label::Refuse, None, None)
+        .unwrap();
+    let stale = |id: &str, e| {
+        let mut c = case(id, unit(e), &["x"]);
+        c.created = t - 7200;
+        c
+    };
+    let old_fb = store.log_case(stale("chatcmpl-old-fb", 8)).unwrap();
+    store
+        .feedback(feedback::feedback(
+            "chatcmpl-old-fb",
+            FeedbackLabel::OverRefusal,
+        ))
+        .unwrap();
+    store
+        .label_case(fourth.id(), Label::Allow, None, None)
+        .unwrap();
+    let old = store.log_case(stale("chatcmpl-old", 7)).unwrap();
+    assert_eq!(store.counts().unwrap().pending, 3);
+    let newer = store.log_case(case("chatcmpl-5", unit(5), &["x"])).unwrap();
+    assert!(matches!(newer, Logged::Inserted { .. }));
+    assert_eq!(
+        store.get_case(old.id()).unwrap_err().code(),
+        "not_found",
+        "a stale pending case without feedback stayed"
+    );
+    let kept = store.get_case(old_fb.id()).unwrap();
+    assert_eq!(kept.status, CaseStatus::Pending);
+    assert_eq!(kept.feedback.len(), 1);
+    assert_eq!(store.get_case(&ids[1]).unwrap().feedback.len(), 1);
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.pending, counts.labelled), (3, 3));
+}
+
 pub(super) fn old_and_excess_response_records_are_dropped(fx: &dyn Fixture) {
     let config = StoreConfig {
         response_retention: 5,
@@ -343,9 +420,11 @@ pub(super) fn reopening_finds_everything(fx: &dyn Fixture) {
 pub(super) fn listing_pages_newest_first(fx: &dyn Fixture) {
     let mut store = fx.open();
     let mut ids = Vec::new();
+    // Recent enough that `pending_max_age_secs` keeps them.
+    let t0 = now() - 1_000;
     for i in 0..5 {
         let mut c = case(&format!("chatcmpl-{i}"), unit(i), &["x"]);
-        c.created = 1_000 + i as i64;
+        c.created = t0 + i as i64;
         ids.push(store.log_case(c).unwrap().id().to_owned());
     }
     ids.reverse();
@@ -365,8 +444,8 @@ pub(super) fn listing_pages_newest_first(fx: &dyn Fixture) {
     assert_eq!(list(page(Some(&ids[3]), 0)), ids[4..]);
     assert_eq!(list(page(None, 2)), ids[2..4]);
     let window = CaseFilter {
-        since: Some(1_001),
-        until: Some(1_003),
+        since: Some(t0 + 1),
+        until: Some(t0 + 3),
         ..CaseFilter::default()
     };
     assert_eq!(list(window), ids[2..4]);

@@ -79,6 +79,7 @@ impl PgStore {
         embedding::validate(&case.embedding)?;
         check_precedents(&case.precedents)?;
         let threshold = self.config.merge_threshold;
+        let room = (self.config.pending_max, self.config.pending_max_age_secs);
         self.client()?;
         let mut tx = self.client.transaction()?;
         // Held to commit: the search below sees every case other replicas logged before.
@@ -89,12 +90,12 @@ impl PgStore {
                     Some(occurrences) => Logged::Merged { id, occurrences },
                     // Labelled since the search (labelling takes no advisory lock).
                     None => Logged::Inserted {
-                        id: insert_case(&mut tx, &case)?,
+                        id: insert_new(&mut tx, &case, room)?,
                     },
                 }
             }
             _ => Logged::Inserted {
-                id: insert_case(&mut tx, &case)?,
+                id: insert_new(&mut tx, &case, room)?,
             },
         };
         link_response(
@@ -108,6 +109,7 @@ impl PgStore {
     }
 
     pub(super) fn feedback_once(&mut self, feedback: NewFeedback) -> Result<FeedbackOutcome> {
+        let room = (self.config.pending_max, self.config.pending_max_age_secs);
         let mut tx = self.client()?.transaction()?;
         // Two replicas taking feedback on the same unlogged response make one case, not two.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_CASES])?;
@@ -131,7 +133,7 @@ impl PgStore {
                         id: feedback.response_id.clone(),
                     })?;
                 let case = NewCase::from_record(record, vec!["feedback".to_owned()]);
-                let id = insert_case(&mut tx, &case)?;
+                let id = insert_new(&mut tx, &case, room)?;
                 link_response(&mut tx, &case.response_id, &id, case.caller.as_deref())?;
                 (id, case.caller, true)
             }
@@ -329,6 +331,28 @@ fn merge_into(tx: &mut Transaction<'_>, id: &str, case: &NewCase) -> Result<Opti
     u32::try_from(occurrences)
         .map(Some)
         .map_err(|_| StoreError::corrupt(format!("case {id} has {occurrences} occurrences")))
+}
+
+/// Inserts a new pending case once there is room (see `StoreConfig::pending_max`): pending
+/// cases without feedback not seen for `max_age_secs` go first. Run under the case lock.
+fn insert_new(
+    tx: &mut Transaction<'_>,
+    case: &NewCase,
+    (max, max_age_secs): (usize, u64),
+) -> Result<String> {
+    let max_age = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
+    tx.execute(
+        "DELETE FROM cases c WHERE status = 'pending' AND last_seen < $1
+           AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.case_id = c.id)",
+        &[&now().saturating_sub(max_age)],
+    )?;
+    let pending: i64 = tx
+        .query_one("SELECT count(*) FROM cases WHERE status = 'pending'", &[])?
+        .try_get(0)?;
+    if pending >= to_i64(max) {
+        return Err(StoreError::Full { pending_max: max });
+    }
+    insert_case(tx, case)
 }
 
 fn insert_case(tx: &mut Transaction<'_>, case: &NewCase) -> Result<String> {

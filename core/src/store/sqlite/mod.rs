@@ -26,7 +26,7 @@ use super::codec::{
     PENDING_EXPORT_COLUMNS,
 };
 use read::{case_from_row, export_row, feedback_of, get_case, read_response, CASE_COLUMNS};
-use write::{insert_case, link_response, merge_into, nearest_pending};
+use write::{insert_case, link_response, make_room, merge_into, nearest_pending};
 
 /// A connection to a case store file. Not `Sync`: give each thread its own, or share one
 /// through [`super::StoreHandle`].
@@ -142,9 +142,16 @@ impl SqliteStore {
                 let occurrences = merge_into(&tx, &id, &case)?;
                 Logged::Merged { id, occurrences }
             }
-            _ => Logged::Inserted {
-                id: insert_case(&tx, &case)?,
-            },
+            _ => {
+                make_room(
+                    &tx,
+                    self.config.pending_max,
+                    self.config.pending_max_age_secs,
+                )?;
+                Logged::Inserted {
+                    id: insert_case(&tx, &case)?,
+                }
+            }
         };
         link_response(&tx, &case.response_id, logged.id(), case.caller.as_deref())?;
         tx.commit()?;
@@ -171,6 +178,11 @@ impl SqliteStore {
                     }
                 })?;
                 let case = NewCase::from_record(record, vec!["feedback".to_owned()]);
+                make_room(
+                    &tx,
+                    self.config.pending_max,
+                    self.config.pending_max_age_secs,
+                )?;
                 let id = insert_case(&tx, &case)?;
                 link_response(&tx, &case.response_id, &id, case.caller.as_deref())?;
                 (id, case.caller, true)

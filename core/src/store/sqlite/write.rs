@@ -4,7 +4,7 @@
 use rusqlite::{params, Transaction};
 
 use crate::policy::Label;
-use crate::store::codec::{from_json, new_id, to_i64, to_json, union_into, Result};
+use crate::store::codec::{from_json, new_id, now, to_i64, to_json, union_into, Result};
 use crate::store::embedding;
 use crate::store::{NewCase, StoreError};
 
@@ -46,6 +46,24 @@ pub(super) fn merge_into(tx: &Transaction<'_>, id: &str, case: &NewCase) -> Resu
     .execute(params![id, occurrences, case.created, to_json(&reasons)])?;
     u32::try_from(occurrences)
         .map_err(|_| StoreError::corrupt(format!("case {id} has {occurrences} occurrences")))
+}
+
+/// Makes room for a new pending case: drops pending cases without feedback not seen for
+/// `max_age_secs`, then refuses when `max` are still pending.
+pub(super) fn make_room(tx: &Transaction<'_>, max: usize, max_age_secs: u64) -> Result<()> {
+    let max_age = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
+    tx.prepare_cached(
+        "DELETE FROM cases WHERE status = 'pending' AND last_seen < ?1
+           AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.case_id = cases.id)",
+    )?
+    .execute([now().saturating_sub(max_age)])?;
+    let pending: i64 = tx
+        .prepare_cached("SELECT count(*) FROM cases WHERE status = 'pending'")?
+        .query_row([], |r| r.get(0))?;
+    if pending >= to_i64(max) {
+        return Err(StoreError::Full { pending_max: max });
+    }
+    Ok(())
 }
 
 pub(super) fn insert_case(tx: &Transaction<'_>, case: &NewCase) -> Result<String> {
